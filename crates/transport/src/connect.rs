@@ -1,0 +1,89 @@
+//! [`connect`]: dial any [`Endpoint`].
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::error::{connect_error, Error, ErrorKind, Result};
+use crate::stream::{PeerInfo, Stream};
+use crate::sys;
+use crate::Endpoint;
+
+/// How to dial.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// How long connecting may take in total, including waiting for a busy named pipe.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults: a 5 s deadline.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Sets [`timeout`](ConnectOptions::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> ConnectOptions {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Connects to `endpoint`.
+///
+/// Named pipes are opened with `SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION` (a
+/// server can identify the client but not impersonate it). When every instance of the
+/// pipe is busy (`ERROR_PIPE_BUSY`, 231) the open is retried with short jittered sleeps
+/// until the deadline.
+///
+/// # Errors
+///
+/// [`ErrorKind::NotFound`] when nothing listens, [`ErrorKind::PermissionDenied`],
+/// [`ErrorKind::PipeBusy`] or [`ErrorKind::TimedOut`] at the deadline, or
+/// [`ErrorKind::Unsupported`] for a transport this OS lacks.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: dropping the future drops any half-made connection.
+pub async fn connect(endpoint: &Endpoint, options: &ConnectOptions) -> Result<Stream> {
+    let peer = PeerInfo::new(endpoint);
+    match endpoint {
+        Endpoint::Tcp { host, port } => {
+            let dial = TcpStream::connect((host.as_str(), *port));
+            match tokio::time::timeout(options.timeout, dial).await {
+                Ok(Ok(stream)) => {
+                    let mut peer = peer;
+                    peer.addr = stream.peer_addr().ok();
+                    Ok(Stream::tcp(stream, peer))
+                }
+                Ok(Err(e)) => Err(connect_error(endpoint, e)),
+                Err(_) => Err(timed_out(endpoint, options.timeout)),
+            }
+        }
+        _ => {
+            let dial = sys::connect_local(endpoint, options);
+            match tokio::time::timeout(options.timeout, dial).await {
+                Ok(Ok(stream)) => Ok(Stream::local(stream, peer)),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(timed_out(endpoint, options.timeout)),
+            }
+        }
+    }
+}
+
+fn timed_out(endpoint: &Endpoint, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::TimedOut,
+        format!("timed out after {timeout:?} connecting to {endpoint}"),
+    )
+    .with_endpoint(endpoint)
+}

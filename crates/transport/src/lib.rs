@@ -1,0 +1,63 @@
+//! Secure listeners and connectors for Windows named pipes, Unix domain sockets and
+//! loopback TCP, behind one [`Endpoint`] type.
+//!
+//! # Brief overview
+//!
+//! * [`Endpoint`] parses and prints every spelling of an address (`npipe://NAME`,
+//!   `\\.\pipe\NAME`, `unix:///path`, `/path`, `tcp://host:port`, `host:port`).
+//! * [`Listener::bind`] binds one with secure defaults (user-only pipe DACL on every
+//!   instance, 0600 sockets in private directories, loopback-only TCP) and
+//!   [`Listener::accept`] yields [`Stream`]s that carry their [`PeerInfo`].
+//! * [`connect`] dials any endpoint, retrying busy named pipes until a deadline.
+//! * [`relay`] copies bytes both ways between two streams, forwarding half-close where
+//!   the transport has it.
+//! * [`hyper::HyperConnector`] lets `hyper_util`'s pooled client dial all three.
+//!
+//! Named pipes exist only on Windows and Unix sockets only on Unix (in this crate):
+//! endpoints of either kind parse everywhere, and binding or dialing one where the OS
+//! lacks it fails with [`ErrorKind::Unsupported`].
+//!
+//! # Examples
+//!
+//! An echo round trip over loopback TCP:
+//!
+//! ```
+//! use pipegate_transport::{connect, ConnectOptions, Endpoint, ListenOptions, Listener};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut listener = Listener::bind(&Endpoint::parse("127.0.0.1:0")?, &ListenOptions::new()).await?;
+//! let endpoint = listener.local_endpoint().clone();
+//! tokio::spawn(async move {
+//!     let mut conn = listener.accept().await?;
+//!     let mut buf = [0; 5];
+//!     conn.read_exact(&mut buf).await?;
+//!     conn.write_all(&buf).await?;
+//!     Ok::<_, std::io::Error>(())
+//! });
+//! let mut stream = connect(&endpoint, &ConnectOptions::new()).await?;
+//! stream.write_all(b"hello").await?;
+//! let mut back = [0; 5];
+//! stream.read_exact(&mut back).await?;
+//! assert_eq!(&back, b"hello");
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/echo.rs` serves an echo on any endpoint given on the command line.
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod connect;
+mod endpoint;
+mod error;
+pub mod hyper;
+mod listener;
+pub mod relay;
+mod stream;
+mod sys;
+
+pub use connect::{connect, ConnectOptions};
+pub use endpoint::{Endpoint, Mode, ParseError, Rule, ACCEPTED_FORMS, MAX_PIPE_NAME_LEN};
+pub use error::{Error, ErrorKind, Result};
+pub use listener::{ListenOptions, Listener};
+pub use stream::{PeerInfo, Stream};
