@@ -1,1 +1,33 @@
-fn main() {}
+//! `pipegate`: the command-line front end. Parsing, wiring and exit codes only; the work
+//! is done by the `pipegate-*` libraries.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+mod logging;
+mod report;
+mod sys;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    if let Err(e) = logging::init(&cli.global) {
+        return report::error(&e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report::error(&anyhow::Error::new(e).context("cannot start the async runtime"))
+        }
+    };
+    match runtime.block_on(cmd::run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => report::error(&e),
+    }
+}

@@ -1,1 +1,48 @@
-//! placeholder
+//! Forwarding between named pipes, Unix sockets and TCP.
+//!
+//! # Brief overview
+//!
+//! A [`Bridge`] is bound from a [`Config`] (one or more listen endpoints, one upstream)
+//! with [`Bridge::bind`], which is where address-in-use and permission errors surface;
+//! [`Bridge::local_endpoints`] then tells where it really listens (the port picked for
+//! `:0`), and [`Bridge::serve`] runs until the shutdown future completes, then drains.
+//!
+//! In [`ForwardMode::Raw`] every accepted connection gets its own upstream connection and
+//! bytes are relayed both ways ([`pipegate_transport::relay`]), with half-close forwarded
+//! where both transports have it. Each connection is logged once, when it closes, with
+//! `transport.mode`, `transport.endpoint`, `upstream.mode`, `upstream.endpoint`, bytes each
+//! way, duration and close reason. Payloads are never logged.
+//!
+//! # Examples
+//!
+//! ```
+//! use pipegate_proxy::{Bridge, Config, ForwardMode};
+//! use pipegate_transport::Endpoint;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let config = Config::new(
+//!     vec![Endpoint::parse("127.0.0.1:0")?],
+//!     Endpoint::loopback(upstream.local_addr()?.port()),
+//!     ForwardMode::Raw,
+//! );
+//! let bridge = Bridge::bind(config).await?;
+//! println!("forwarding {} to the upstream", bridge.local_endpoints()[0]);
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(bridge.serve(async { let _ = stopped.await; }));
+//! stop.send(()).ok();
+//! server.await??;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod config;
+mod error;
+mod raw;
+mod server;
+
+pub use config::{Config, ForwardMode};
+pub use error::{Error, Result};
+pub use server::{Bridge, ServeSummary};

@@ -1,0 +1,250 @@
+//! The command line, as clap derive structs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipegate_transport::Endpoint;
+
+const AFTER_HELP: &str = "\
+Endpoints:
+  npipe://NAME              Windows named pipe (also \\\\.\\pipe\\NAME, npipe:////./pipe/NAME)
+  unix:///ABS/PATH          Unix socket (also /ABS/PATH)
+  tcp://127.0.0.1:PORT      loopback TCP (also http://HOST:PORT, HOST:PORT, [::1]:PORT)
+
+Exit codes:
+  0  success, including shutdown by Ctrl-C or SIGTERM
+  1  runtime failure
+  2  usage error
+  3  another instance is already running";
+
+/// Make a local HTTP + WebSocket API reachable over named pipes, Unix sockets and
+/// loopback TCP, and bridge between them.
+#[derive(Debug, Parser)]
+#[command(name = "pipegate", version, after_help = AFTER_HELP, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options for every command.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PIPEGATE_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `pipegate_proxy=debug,warn`, …).
+    #[arg(long, global = true, default_value = "info", env = "PIPEGATE_LOG")]
+    pub(crate) log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Listen on endpoints and forward every connection to an upstream.
+    Serve(ServeArgs),
+    /// Connect stdin/stdout to an endpoint (for `socat … EXEC:` and SSH ProxyCommand).
+    Relay(RelayArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Where to listen (repeatable). Default: npipe://pipegate on Windows,
+    /// unix://$XDG_RUNTIME_DIR/pipegate/NAME.sock elsewhere.
+    #[arg(long, short = 'l', value_name = "EP", value_parser = parse_endpoint)]
+    pub(crate) listen: Vec<Endpoint>,
+    /// Where to forward connections.
+    #[arg(long, short = 'u', value_name = "EP", value_parser = parse_endpoint)]
+    pub(crate) upstream: Option<Endpoint>,
+    /// How to forward: `raw` relays bytes.
+    #[arg(long, value_enum, default_value_t = ServeMode::Raw)]
+    pub(crate) mode: ServeMode,
+    /// Instance name (names the default socket).
+    #[arg(long, default_value = "pipegate", value_parser = parse_name)]
+    pub(crate) name: String,
+    /// Allow TCP listeners on non-loopback addresses.
+    #[arg(long)]
+    pub(crate) allow_remote: bool,
+    /// Replace the named pipe DACL (default: the current user and SYSTEM only).
+    #[arg(long, value_name = "SDDL")]
+    pub(crate) pipe_sddl: Option<String>,
+    /// How long open connections may finish after Ctrl-C/SIGTERM (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: Duration,
+    /// Deadline for dialing the upstream, busy-pipe retries included.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ServeMode {
+    /// Relay bytes both ways (any protocol: SSH agent, GnuPG, Docker, HTTP).
+    Raw,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    /// The endpoint to connect stdin/stdout to.
+    #[arg(value_name = "EP", value_parser = parse_endpoint)]
+    pub(crate) endpoint: Endpoint,
+    /// Exit when stdin reaches EOF, even if the endpoint has more to say (npiperelay -ei).
+    #[arg(long)]
+    pub(crate) exit_on_stdin_eof: bool,
+    /// After the endpoint reaches EOF, keep sending stdin to it until stdin ends too
+    /// (the default exits at once, like npiperelay -ep).
+    #[arg(long)]
+    pub(crate) keep_open: bool,
+    /// Keep retrying while nothing listens, up to this long (npiperelay -p).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) wait: Option<Duration>,
+    /// Deadline for one dial, busy-pipe retries included.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+}
+
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("use 1-64 characters from A-Z, a-z, 0-9, '-', '_', '.' (not starting with '.')".into())
+    }
+}
+
+/// `1500ms`, `10s`, `2m`, or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 10s, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is out of range"))
+}
+
+/// Where the default Unix socket goes: `$XDG_RUNTIME_DIR/pipegate/NAME.sock` when that
+/// is an absolute path, else a 0700 directory under the state dir.
+pub(crate) fn default_socket_path(name: &str) -> PathBuf {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let base = runtime.unwrap_or_else(state_dir);
+    base.join("pipegate").join(format!("{name}.sock"))
+}
+
+/// `$XDG_STATE_HOME` if absolute, else `~/.local/state`.
+pub(crate) fn state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn serve_flags() {
+        let cli = Cli::try_parse_from([
+            "pipegate",
+            "serve",
+            "--mode",
+            "raw",
+            "--listen",
+            r"\\.\pipe\ssh-agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "tcp://127.0.0.1:17788",
+            "--shutdown-grace",
+            "250ms",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.len(), 2);
+        assert_eq!(args.listen[0].to_string(), "npipe://ssh-agent");
+        assert_eq!(args.upstream.unwrap().to_string(), "tcp://127.0.0.1:17788");
+        assert_eq!(args.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(cli.global.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_endpoint_is_a_usage_error_naming_the_rule() {
+        let err = Cli::try_parse_from(["pipegate", "relay", "npipe://con"]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("reserved DOS device name"), "{text}");
+        assert!(text.contains("accepted forms"), "{text}");
+    }
+
+    #[test]
+    fn relay_flags() {
+        let cli = Cli::try_parse_from([
+            "pipegate",
+            "relay",
+            "npipe:////./pipe/docker_engine",
+            "--exit-on-stdin-eof",
+            "--wait",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Relay(args) = cli.command else {
+            panic!("not relay")
+        };
+        assert_eq!(args.endpoint.to_string(), "npipe://docker_engine");
+        assert!(args.exit_on_stdin_eof && !args.keep_open);
+        assert_eq!(args.wait, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn names() {
+        assert!(parse_name("pipegate").is_ok());
+        assert!(parse_name("../x").is_err());
+        assert!(parse_name("").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! How errors reach the user: the whole chain on one line, then a hint keyed on the
+//! error's kind (never on its text).
+//!
+//! Exit codes: 0 success (including Ctrl-C/SIGTERM), 1 runtime failure, 2 usage error
+//! (clap), 3 another instance is already running.
+
+use std::process::ExitCode;
+
+use pipegate_transport::{Endpoint, ErrorKind};
+
+/// Prints `pipegate: error: …` and a hint; returns exit code 1.
+pub(crate) fn error(err: &anyhow::Error) -> ExitCode {
+    eprintln!("pipegate: error: {err:#}");
+    if let Some(hint) = hint(err) {
+        eprintln!("\nhint: {hint}");
+    }
+    ExitCode::FAILURE
+}
+
+fn hint(err: &anyhow::Error) -> Option<String> {
+    let transport = err.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<pipegate_transport::Error>()
+            .or_else(|| {
+                cause
+                    .downcast_ref::<pipegate_proxy::Error>()
+                    .and_then(|e| e.transport())
+            })
+    })?;
+    let endpoint = transport.endpoint();
+    let hint = match transport.kind() {
+        ErrorKind::AddrInUse => "another process is listening there; stop it or choose another endpoint".to_owned(),
+        ErrorKind::NotFound => "start the server first (`pipegate serve …`), or check the endpoint for typos".to_owned(),
+        ErrorKind::Unsupported => match endpoint {
+            Some(Endpoint::NamedPipe(_)) => "named pipes exist only on Windows; on Linux and macOS use unix:///PATH or tcp://127.0.0.1:PORT (from WSL, reach a Windows pipe through a Windows pipegate.exe)".to_owned(),
+            _ => "Unix sockets are not supported on this OS; use npipe://NAME or tcp://127.0.0.1:PORT".to_owned(),
+        },
+        ErrorKind::InsecureDirectory => "use a directory only you can write, such as $XDG_RUNTIME_DIR (/run/user/UID)".to_owned(),
+        ErrorKind::NotASocket => "pipegate never deletes files that are not sockets; move the file or pick another path".to_owned(),
+        ErrorKind::PathTooLong => "Unix socket paths are limited to about 100 bytes; use a shorter path".to_owned(),
+        ErrorKind::NotLoopback => "listen on 127.0.0.1 or [::1], or pass --allow-remote if you really mean to expose it".to_owned(),
+        ErrorKind::PipeBusy => "the pipe server is overloaded; raise --connect-timeout or check the server".to_owned(),
+        ErrorKind::PermissionDenied => "run as the user who owns the endpoint, or check its permissions".to_owned(),
+        ErrorKind::TimedOut => "the peer did not answer in time; check it is healthy or raise --connect-timeout".to_owned(),
+        _ => return None,
+    };
+    Some(hint)
+}

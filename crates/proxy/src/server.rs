@@ -1,0 +1,168 @@
+//! The accept loops, per-connection tasks and graceful shutdown.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pipegate_transport::{Endpoint, Listener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::{Config, ForwardMode};
+use crate::error::{Error, Result};
+use crate::raw;
+
+/// A bound bridge, ready to [`serve`](Bridge::serve).
+#[derive(Debug)]
+pub struct Bridge {
+    config: Arc<Config>,
+    listeners: Vec<Listener>,
+}
+
+/// What a finished [`Bridge::serve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeSummary {
+    /// Connections accepted over the bridge's lifetime.
+    pub accepted: u64,
+    /// Connections still open at the end of the grace period, closed forcibly.
+    pub aborted: u64,
+}
+
+impl Bridge {
+    /// Binds every listen endpoint of `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoListener`], or the first [`Error::Listen`]; endpoints bound before the
+    /// failing one are released (their socket files removed).
+    pub async fn bind(config: Config) -> Result<Bridge> {
+        if config.listen.is_empty() {
+            return Err(Error::NoListener);
+        }
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for endpoint in &config.listen {
+            listeners.push(Listener::bind(endpoint, &config.listen_options).await?);
+        }
+        Ok(Bridge {
+            config: Arc::new(config),
+            listeners,
+        })
+    }
+
+    /// Where the bridge listens, in the order given, with OS-picked ports filled in.
+    pub fn local_endpoints(&self) -> Vec<Endpoint> {
+        self.listeners
+            .iter()
+            .map(|l| l.local_endpoint().clone())
+            .collect()
+    }
+
+    /// Accepts and forwards connections until `shutdown` completes; then stops accepting
+    /// (releasing the listen endpoints at once), lets open connections finish for up to
+    /// [`Config::shutdown_grace`], and closes whatever is left.
+    ///
+    /// # Errors
+    ///
+    /// None today; accept errors are logged and retried, never fatal.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<ServeSummary> {
+        let stop_accepting = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let mut loops = Vec::new();
+        for listener in self.listeners {
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                Arc::clone(&self.config),
+                stop_accepting.clone(),
+                abort.clone(),
+                tracker.clone(),
+                Arc::clone(&accepted),
+            )));
+        }
+        shutdown.await;
+        stop_accepting.cancel();
+        for handle in loops {
+            // The loop drops its listener on exit, which removes a socket file.
+            let _ = handle.await;
+        }
+        tracker.close();
+        let open = tracker.len();
+        if open > 0 {
+            tracing::info!(
+                open,
+                grace_ms = self.config.shutdown_grace.as_millis() as u64,
+                "draining open connections"
+            );
+        }
+        let mut aborted = 0;
+        if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            aborted = tracker.len() as u64;
+            tracing::warn!(
+                aborted,
+                "grace period over; closing the remaining connections"
+            );
+            abort.cancel();
+            // Connections end promptly once aborted; bound the wait anyway.
+            let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        }
+        Ok(ServeSummary {
+            accepted: accepted.load(Ordering::Relaxed),
+            aborted,
+        })
+    }
+}
+
+async fn accept_loop(
+    mut listener: Listener,
+    config: Arc<Config>,
+    stop: CancellationToken,
+    abort: CancellationToken,
+    tracker: TaskTracker,
+    accepted: Arc<AtomicU64>,
+) {
+    let local = listener.local_endpoint().clone();
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            result = listener.accept() => match result {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // One bad accept (EMFILE, a client that vanished) never ends the loop.
+                    tracing::warn!(transport.endpoint = %local, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let id = accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        let peer = stream.peer().clone();
+        let span = tracing::info_span!(
+            "connection",
+            id,
+            transport.mode = %peer.mode,
+            transport.endpoint = %local,
+            upstream.mode = %config.upstream.mode(),
+            upstream.endpoint = %config.upstream,
+            peer.pid = peer.pid,
+            peer.uid = peer.uid,
+            peer.addr = peer.addr.map(tracing::field::display),
+        );
+        let config = Arc::clone(&config);
+        let abort = abort.clone();
+        tracker.spawn(
+            async move {
+                match config.mode {
+                    ForwardMode::Raw => raw::forward(stream, &config, abort).await,
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tracing::debug!(transport.endpoint = %local, "stopped accepting");
+}
