@@ -1,6 +1,5 @@
 //! The command line, as clap derive structs.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -65,8 +64,8 @@ pub(crate) struct ServeArgs {
     /// Where to forward connections.
     #[arg(long, short = 'u', value_name = "EP", value_parser = parse_endpoint)]
     pub(crate) upstream: Option<Endpoint>,
-    /// How to forward: `raw` relays bytes.
-    #[arg(long, value_enum, default_value_t = ServeMode::Raw)]
+    /// How to forward: `http` understands HTTP and WebSocket; `raw` relays bytes.
+    #[arg(long, value_enum, default_value_t = ServeMode::Http)]
     pub(crate) mode: ServeMode,
     /// Instance name (names the default socket).
     #[arg(long, default_value = "pipegate", value_parser = parse_name)]
@@ -83,10 +82,27 @@ pub(crate) struct ServeArgs {
     /// Deadline for dialing the upstream, busy-pipe retries included.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
+    /// Most client connections open at once; more are refused (503 in http mode).
+    #[arg(long, default_value_t = 16_384)]
+    pub(crate) max_connections: usize,
+    /// http: time a client has to send request headers; also the keep-alive idle limit.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) header_timeout: Duration,
+    /// http: largest request head accepted (bytes); larger gets 431.
+    #[arg(long, default_value_t = 65_536)]
+    pub(crate) max_header_size: usize,
+    /// http: time the upstream has to start answering before the client gets 504.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) upstream_timeout: Duration,
+    /// http: close a WebSocket (upgraded) tunnel after this long without traffic.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub(crate) tunnel_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ServeMode {
+    /// Forward HTTP/1.1 and h2c requests; splice WebSocket upgrades.
+    Http,
     /// Relay bytes both ways (any protocol: SSH agent, GnuPG, Docker, HTTP).
     Raw,
 }
@@ -150,25 +166,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is out of range"))
-}
-
-/// Where the default Unix socket goes: `$XDG_RUNTIME_DIR/pipegate/NAME.sock` when that
-/// is an absolute path, else a 0700 directory under the state dir.
-pub(crate) fn default_socket_path(name: &str) -> PathBuf {
-    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let base = runtime.unwrap_or_else(state_dir);
-    base.join("pipegate").join(format!("{name}.sock"))
-}
-
-/// `$XDG_STATE_HOME` if absolute, else `~/.local/state`.
-pub(crate) fn state_dir() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir)
 }
 
 #[cfg(test)]

@@ -8,14 +8,17 @@ use pipegate_transport::{ConnectOptions, Endpoint, ListenOptions};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ForwardMode {
+    /// HTTP/1.1 and h2c, WebSocket and other upgrades spliced, `/_pipegate/` answered here.
+    Http,
     /// Bytes both ways, no protocol awareness.
     Raw,
 }
 
 impl ForwardMode {
-    /// `raw` (the value in logs and instance records).
+    /// `http` or `raw` (the value in logs and instance records).
     pub fn as_str(self) -> &'static str {
         match self {
+            ForwardMode::Http => "http",
             ForwardMode::Raw => "raw",
         }
     }
@@ -37,10 +40,43 @@ pub struct Config {
     pub connect_options: ConnectOptions,
     /// How long open connections may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Most client connections open at once; more are refused (HTTP mode answers `503`).
+    pub max_connections: usize,
+    /// HTTP mode limits and timeouts.
+    pub http: HttpOptions,
+    /// Sent as `X-Pipegate-Nonce` by `GET /_pipegate/health` (discovery's liveness proof).
+    pub nonce: Option<String>,
+}
+
+/// Limits and timeouts of [`ForwardMode::Http`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpOptions {
+    /// How long a client may take to send request headers; also how long a kept-alive
+    /// connection may sit idle between requests.
+    pub header_timeout: Duration,
+    /// Largest request head accepted; larger ones get `431`.
+    pub max_header_size: usize,
+    /// How long the upstream may take to start answering; then `504`.
+    pub upstream_timeout: Duration,
+    /// An upgraded (WebSocket) tunnel with no bytes moving for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions {
+            header_timeout: Duration::from_secs(30),
+            max_header_size: 64 * 1024,
+            upstream_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Config {
-    /// A configuration with secure listen defaults, a 5 s dial deadline and a 10 s grace.
+    /// A configuration with secure listen defaults, a 5 s dial deadline, a 10 s grace and
+    /// the [`HttpOptions`] defaults.
     pub fn new(listen: Vec<Endpoint>, upstream: Endpoint, mode: ForwardMode) -> Config {
         Config {
             listen,
@@ -49,6 +85,9 @@ impl Config {
             listen_options: ListenOptions::default(),
             connect_options: ConnectOptions::default(),
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 16_384,
+            http: HttpOptions::default(),
+            nonce: None,
         }
     }
 
@@ -61,6 +100,24 @@ impl Config {
     /// Sets [`connect_options`](Config::connect_options).
     pub fn connect_options(mut self, options: ConnectOptions) -> Config {
         self.connect_options = options;
+        self
+    }
+
+    /// Sets [`max_connections`](Config::max_connections).
+    pub fn max_connections(mut self, max: usize) -> Config {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// Sets [`http`](Config::http).
+    pub fn http(mut self, http: HttpOptions) -> Config {
+        self.http = http;
+        self
+    }
+
+    /// Sets [`nonce`](Config::nonce).
+    pub fn nonce(mut self, nonce: Option<String>) -> Config {
+        self.nonce = nonce;
         self
     }
 

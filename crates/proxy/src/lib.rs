@@ -7,6 +7,15 @@
 //! [`Bridge::local_endpoints`] then tells where it really listens (the port picked for
 //! `:0`), and [`Bridge::serve`] runs until the shutdown future completes, then drains.
 //!
+//! In [`ForwardMode::Http`] hyper serves each connection (HTTP/1.1 and h2c); requests
+//! go to the upstream over a pooled client with bodies streamed, hop-by-hop headers
+//! removed and `Via` added; an `Upgrade` (WebSocket) is forwarded and, on `101`, both
+//! upgraded streams are spliced without parsing frames. Upstream failures become `502`
+//! (unreachable) or `504` (too slow) with a JSON body naming the upstream. Paths under
+//! `/_pipegate/` are never forwarded: `health` answers `204` (with `X-Pipegate-Nonce` when
+//! a nonce is set) and `metrics` the Prometheus text. Each request is logged once, inside
+//! its connection's span, with method, path, status, bytes each way and duration.
+//!
 //! In [`ForwardMode::Raw`] every accepted connection gets its own upstream connection and
 //! bytes are relayed both ways ([`pipegate_transport::relay`]), with half-close forwarded
 //! where both transports have it. Each connection is logged once, when it closes, with
@@ -40,9 +49,10 @@
 
 mod config;
 mod error;
+mod http;
 mod raw;
 mod server;
 
-pub use config::{Config, ForwardMode};
+pub use config::{Config, ForwardMode, HttpOptions};
 pub use error::{Error, Result};
 pub use server::{Bridge, ServeSummary};

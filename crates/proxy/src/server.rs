@@ -10,8 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
 use crate::config::{Config, ForwardMode};
 use crate::error::{Error, Result};
+use crate::http::metrics::Metrics;
+use crate::http::{self as http_mode, Shared};
 use crate::raw;
 
 /// A bound bridge, ready to [`serve`](Bridge::serve).
@@ -71,16 +76,26 @@ impl Bridge {
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
         let accepted = Arc::new(AtomicU64::new(0));
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Arc::new(Context {
+            http: Shared::new(
+                &self.config,
+                Arc::clone(&metrics),
+                tracker.clone(),
+                abort.clone(),
+            )
+            .into(),
+            config: Arc::clone(&self.config),
+            stop: stop_accepting.clone(),
+            abort: abort.clone(),
+            tracker: tracker.clone(),
+            accepted: Arc::clone(&accepted),
+            permits: Arc::new(Semaphore::new(self.config.max_connections)),
+            metrics,
+        });
         let mut loops = Vec::new();
         for listener in self.listeners {
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                Arc::clone(&self.config),
-                stop_accepting.clone(),
-                abort.clone(),
-                tracker.clone(),
-                Arc::clone(&accepted),
-            )));
+            loops.push(tokio::spawn(accept_loop(listener, Arc::clone(&ctx))));
         }
         shutdown.await;
         stop_accepting.cancel();
@@ -118,18 +133,24 @@ impl Bridge {
     }
 }
 
-async fn accept_loop(
-    mut listener: Listener,
+/// Everything the accept loops and connection tasks share.
+struct Context {
     config: Arc<Config>,
+    http: Arc<Shared>,
     stop: CancellationToken,
     abort: CancellationToken,
     tracker: TaskTracker,
     accepted: Arc<AtomicU64>,
-) {
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+async fn accept_loop(mut listener: Listener, ctx: Arc<Context>) {
     let local = listener.local_endpoint().clone();
+    let config = &ctx.config;
     loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => break,
+        let mut stream = tokio::select! {
+            _ = ctx.stop.cancelled() => break,
             result = listener.accept() => match result {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -140,7 +161,7 @@ async fn accept_loop(
                 }
             },
         };
-        let id = accepted.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = ctx.accepted.fetch_add(1, Ordering::Relaxed) + 1;
         let peer = stream.peer().clone();
         let span = tracing::info_span!(
             "connection",
@@ -153,13 +174,35 @@ async fn accept_loop(
             peer.uid = peer.uid,
             peer.addr = peer.addr.map(tracing::field::display),
         );
-        let config = Arc::clone(&config);
-        let abort = abort.clone();
-        tracker.spawn(
+        let Ok(permit) = Arc::clone(&ctx.permits).try_acquire_owned() else {
+            ctx.metrics.connection_refused();
+            let _entered = span.enter();
+            tracing::warn!(
+                max_connections = config.max_connections,
+                "connection refused: too many open connections"
+            );
+            if config.mode == ForwardMode::Http {
+                // Answer politely without holding up the accept loop.
+                tokio::spawn(async move {
+                    let busy = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), stream.write_all(busy)).await;
+                });
+            }
+            continue;
+        };
+        let task_ctx = Arc::clone(&ctx);
+        ctx.tracker.spawn(
             async move {
-                match config.mode {
-                    ForwardMode::Raw => raw::forward(stream, &config, abort).await,
+                let ctx = task_ctx;
+                match ctx.config.mode {
+                    ForwardMode::Raw => raw::forward(stream, &ctx.config, ctx.abort.clone()).await,
+                    ForwardMode::Http => {
+                        http_mode::serve_connection(stream, Arc::clone(&ctx.http), ctx.stop.clone())
+                            .await
+                    }
                 }
+                drop(permit);
             }
             .instrument(span),
         );

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use pipegate_proxy::{Bridge, Config, ForwardMode};
+use pipegate_proxy::{Bridge, Config, ForwardMode, HttpOptions};
 use pipegate_transport::{ConnectOptions, ListenOptions};
 
 use crate::cli::{ServeArgs, ServeMode};
@@ -22,8 +22,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     };
     let mode = match args.mode {
+        ServeMode::Http => ForwardMode::Http,
         ServeMode::Raw => ForwardMode::Raw,
     };
+    let mut http = HttpOptions::default();
+    http.header_timeout = args.header_timeout;
+    http.max_header_size = args.max_header_size;
+    http.upstream_timeout = args.upstream_timeout;
+    http.tunnel_idle_timeout = args.tunnel_idle_timeout;
     let config = Config::new(listen.clone(), upstream.clone(), mode)
         .listen_options(
             ListenOptions::new()
@@ -31,7 +37,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .pipe_sddl(args.pipe_sddl),
         )
         .connect_options(ConnectOptions::new().timeout(args.connect_timeout))
-        .shutdown_grace(args.shutdown_grace);
+        .shutdown_grace(args.shutdown_grace)
+        .max_connections(args.max_connections)
+        .http(http);
     let bridge = Bridge::bind(config).await.with_context(|| {
         format!(
             "cannot start `pipegate serve` on {}",

@@ -1,0 +1,160 @@
+//! Counters behind `GET /_pipegate/metrics`, in the Prometheus text format.
+//!
+//! A handful of atomics rendered by hand: the format is a few lines of text, and a
+//! metrics crate would add a registry and a dependency for no gain here.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use pipegate_transport::Mode;
+
+const MODES: [Mode; 3] = [Mode::NamedPipe, Mode::Unix, Mode::Tcp];
+
+/// Bridge-wide counters.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    connections_open: [AtomicI64; 3],
+    connections_total: [AtomicU64; 3],
+    connections_refused: AtomicU64,
+    requests: [AtomicU64; 5],
+    bytes_client_to_upstream: AtomicU64,
+    bytes_upstream_to_client: AtomicU64,
+    upstream_errors: AtomicU64,
+    tunnels_open: AtomicI64,
+    tunnels_total: AtomicU64,
+}
+
+fn index(mode: Mode) -> usize {
+    match mode {
+        Mode::NamedPipe => 0,
+        Mode::Unix => 1,
+        Mode::Tcp => 2,
+    }
+}
+
+impl Metrics {
+    pub(crate) fn connection_opened(&self, mode: Mode) {
+        self.connections_open[index(mode)].fetch_add(1, Ordering::Relaxed);
+        self.connections_total[index(mode)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self, mode: Mode) {
+        self.connections_open[index(mode)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn request(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.requests[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bytes(&self, client_to_upstream: u64, upstream_to_client: u64) {
+        self.bytes_client_to_upstream
+            .fetch_add(client_to_upstream, Ordering::Relaxed);
+        self.bytes_upstream_to_client
+            .fetch_add(upstream_to_client, Ordering::Relaxed);
+    }
+
+    pub(crate) fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tunnel_opened(&self) {
+        self.tunnels_open.fetch_add(1, Ordering::Relaxed);
+        self.tunnels_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tunnel_closed(&self) {
+        self.tunnels_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP pipegate_connections_open Client connections open now.\n# TYPE pipegate_connections_open gauge\n");
+        for mode in MODES {
+            let _ = writeln!(
+                out,
+                "pipegate_connections_open{{transport=\"{mode}\"}} {}",
+                self.connections_open[index(mode)].load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP pipegate_connections_total Client connections accepted.\n# TYPE pipegate_connections_total counter\n");
+        for mode in MODES {
+            let _ = writeln!(
+                out,
+                "pipegate_connections_total{{transport=\"{mode}\"}} {}",
+                load(&self.connections_total[index(mode)])
+            );
+        }
+        out.push_str("# HELP pipegate_connections_refused_total Connections refused at the connection limit.\n# TYPE pipegate_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "pipegate_connections_refused_total {}",
+            load(&self.connections_refused)
+        );
+        out.push_str("# HELP pipegate_requests_total Requests answered, by status class.\n# TYPE pipegate_requests_total counter\n");
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "pipegate_requests_total{{class=\"{class}\"}} {}",
+                load(&self.requests[i])
+            );
+        }
+        out.push_str("# HELP pipegate_bytes_total Body and tunnel bytes forwarded.\n# TYPE pipegate_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "pipegate_bytes_total{{direction=\"client_to_upstream\"}} {}",
+            load(&self.bytes_client_to_upstream)
+        );
+        let _ = writeln!(
+            out,
+            "pipegate_bytes_total{{direction=\"upstream_to_client\"}} {}",
+            load(&self.bytes_upstream_to_client)
+        );
+        out.push_str("# HELP pipegate_upstream_errors_total Requests that failed to reach the upstream (502/504).\n# TYPE pipegate_upstream_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "pipegate_upstream_errors_total {}",
+            load(&self.upstream_errors)
+        );
+        out.push_str("# HELP pipegate_tunnels_open Upgraded (WebSocket) tunnels open now.\n# TYPE pipegate_tunnels_open gauge\n");
+        let _ = writeln!(
+            out,
+            "pipegate_tunnels_open {}",
+            self.tunnels_open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP pipegate_tunnels_total Upgraded (WebSocket) tunnels opened.\n# TYPE pipegate_tunnels_total counter\n");
+        let _ = writeln!(out, "pipegate_tunnels_total {}", load(&self.tunnels_total));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters() {
+        let m = Metrics::default();
+        m.connection_opened(Mode::Unix);
+        m.connection_opened(Mode::Unix);
+        m.connection_closed(Mode::Unix);
+        m.request(204);
+        m.request(502);
+        m.bytes(10, 20);
+        let text = m.render();
+        assert!(
+            text.contains("pipegate_connections_open{transport=\"unix\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pipegate_connections_total{transport=\"unix\"} 2\n"));
+        assert!(text.contains("pipegate_requests_total{class=\"2xx\"} 1\n"));
+        assert!(text.contains("pipegate_requests_total{class=\"5xx\"} 1\n"));
+        assert!(text.contains("pipegate_bytes_total{direction=\"upstream_to_client\"} 20\n"));
+    }
+}

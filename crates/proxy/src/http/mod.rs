@@ -1,0 +1,340 @@
+//! HTTP mode: hyper serves each accepted connection (HTTP/1.1 and h2c prior knowledge),
+//! requests are forwarded over a pooled client, upgrades are spliced, and `/_pipegate/`
+//! is answered here.
+//!
+//! Per request, in order: own endpoints → hop-by-hop stripping (headers.rs) → forward
+//! (pooled client, upstream timeout) → on `101`, splice the tunnel (tunnel.rs) → every
+//! failure becomes exactly one response (respond.rs).
+
+mod body;
+mod headers;
+pub(crate) mod metrics;
+mod respond;
+mod tunnel;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use pipegate_transport::hyper::{endpoint_uri, host_header, HyperConnector};
+use pipegate_transport::{Endpoint, Mode, Stream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::config::Config;
+use body::{Counted, Exchange, Flow};
+use metrics::Metrics;
+use respond::ProxyError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every response body this proxy returns.
+pub(crate) type ResBody = BoxBody<Bytes, BoxError>;
+
+/// The reserved prefix: never forwarded.
+const OWN_PREFIX: &str = "/_pipegate/";
+
+/// State shared by every connection of one bridge.
+pub(crate) struct Shared {
+    upstream: Endpoint,
+    client: Client<HyperConnector, Counted<Incoming>>,
+    server: auto::Builder<TokioExecutor>,
+    upstream_timeout: Duration,
+    tunnel_idle_timeout: Duration,
+    nonce: Option<HeaderValue>,
+    pub(crate) metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        abort: CancellationToken,
+    ) -> Shared {
+        let connector = HyperConnector::fixed(config.upstream.clone())
+            .with_options(config.connect_options.clone());
+        let client = Client::builder(TokioExecutor::new())
+            // Without a timer the pool's idle timeout silently never fires.
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            // An idle pipe connection pins an upstream pipe instance; keep a bounded few.
+            .pool_max_idle_per_host(64)
+            .set_host(false)
+            .build(connector);
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            // Restarts whenever a connection waits for the next request head, so it also
+            // closes idle keep-alive connections.
+            .header_read_timeout(config.http.header_timeout)
+            // hyper-util's builder has no max_header_size; a head that does not fit the
+            // read buffer is refused with 431, which is the limit we want.
+            .max_buf_size(config.http.max_header_size.max(8192));
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.http.max_header_size as u32);
+        Shared {
+            upstream: config.upstream.clone(),
+            client,
+            server,
+            upstream_timeout: config.http.upstream_timeout,
+            tunnel_idle_timeout: config.http.tunnel_idle_timeout,
+            nonce: config
+                .nonce
+                .as_deref()
+                .and_then(|n| HeaderValue::from_str(n).ok()),
+            metrics,
+            tracker,
+            abort,
+        }
+    }
+}
+
+/// Serves one accepted connection until it closes, `stop` asks for a graceful close
+/// (finish the request in flight, then close), or `abort` cuts it.
+pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: CancellationToken) {
+    let mode = stream.mode();
+    let half_close = stream.supports_half_close();
+    shared.metrics.connection_opened(mode);
+    let abort = shared.abort.clone();
+    let service_shared = Arc::clone(&shared);
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&service_shared);
+        async move { Ok::<_, Infallible>(handle(shared, mode, half_close, req).await) }
+    });
+    let conn = shared
+        .server
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn.as_mut() => result,
+                _ = abort.cancelled() => Ok(()),
+            }
+        }
+        _ = abort.cancelled() => Ok(()),
+    };
+    if let Err(e) = result {
+        let timeout = e
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout);
+        if timeout {
+            tracing::info!(
+                close.reason = "header_timeout",
+                "connection closed: request headers not received in time"
+            );
+        } else {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+    shared.metrics.connection_closed(mode);
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    mode: Mode,
+    client_half_close: bool,
+    req: Request<Incoming>,
+) -> Response<ResBody> {
+    if req.uri().path().starts_with(OWN_PREFIX) {
+        let resp = own_endpoint(&shared, &req);
+        shared.metrics.request(resp.status().as_u16());
+        return resp;
+    }
+    let span = tracing::info_span!(
+        "request",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        network.protocol.version = ?req.version(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let exchange = Exchange::new(span.clone(), Arc::clone(&shared.metrics));
+    forward(&shared, mode, client_half_close, req, exchange)
+        .instrument(span)
+        .await
+}
+
+fn own_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ResBody> {
+    let path = req.uri().path();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond::json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            r#"{"error":"only GET is allowed under /_pipegate/"}"#,
+        );
+    }
+    match path {
+        "/_pipegate/health" => {
+            let mut resp = respond::empty(StatusCode::NO_CONTENT);
+            if let Some(nonce) = &shared.nonce {
+                resp.headers_mut().insert("x-pipegate-nonce", nonce.clone());
+            }
+            resp
+        }
+        "/_pipegate/metrics" => {
+            let mut resp = Response::new(respond::full(shared.metrics.render()));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        _ => respond::json(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            r#"{"error":"unknown pipegate endpoint; try /_pipegate/health or /_pipegate/metrics"}"#,
+        ),
+    }
+}
+
+async fn forward(
+    shared: &Shared,
+    mode: Mode,
+    client_half_close: bool,
+    mut req: Request<Incoming>,
+    exchange: Arc<Exchange>,
+) -> Response<ResBody> {
+    // HTTP/2 has no Upgrade (RFC 9113 §8.6); only an HTTP/1.1 request can ask for one.
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    // Host is preserved; an HTTP/2 request carries it as :authority instead.
+    let host = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        })
+        .unwrap_or_else(|| host_header(&shared.upstream));
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    parts.headers.insert(HOST, host);
+    headers::add_via(&mut parts.headers);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    parts.uri = match endpoint_uri(&shared.upstream, path_and_query) {
+        Ok(uri) => uri,
+        Err(e) => {
+            let resp = respond::json(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &serde_json::json!({"error": "bad request target", "detail": e.to_string()})
+                    .to_string(),
+            );
+            exchange.set_status(resp.status().as_u16());
+            return resp;
+        }
+    };
+    // The upstream leg is HTTP/1.1 whatever the client spoke (h2c in, HTTP/1.1 out).
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(
+        parts,
+        Counted::new(body, Arc::clone(&exchange), Flow::ClientToUpstream),
+    );
+
+    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(req)).await;
+    let mut resp = match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            shared.metrics.upstream_error();
+            let detail = error_detail(&e);
+            tracing::warn!(error = %detail, upstream.endpoint = %shared.upstream, "upstream request failed");
+            let resp = respond::proxy_error(&shared.upstream, &ProxyError::Unavailable { detail });
+            exchange.set_status(resp.status().as_u16());
+            return resp;
+        }
+        Err(_) => {
+            shared.metrics.upstream_error();
+            let after_ms = shared.upstream_timeout.as_millis() as u64;
+            tracing::warn!(upstream.endpoint = %shared.upstream, after_ms, "upstream timed out");
+            let resp = respond::proxy_error(&shared.upstream, &ProxyError::Timeout { after_ms });
+            exchange.set_status(resp.status().as_u16());
+            return resp;
+        }
+    };
+    exchange.set_status(resp.status().as_u16());
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let params = tunnel::TunnelParams {
+                client_half_close,
+                upstream_half_close: shared.upstream.mode() != Mode::NamedPipe,
+                idle_timeout: shared.tunnel_idle_timeout,
+                abort: shared.abort.clone(),
+                metrics: Arc::clone(&shared.metrics),
+            };
+            let span =
+                tracing::info_span!(parent: exchange.span(), "tunnel", transport.mode = %mode);
+            shared
+                .tracker
+                .spawn(tunnel::run(client_upgrade, upstream_upgrade, params).instrument(span));
+            headers::strip_hop_by_hop(resp.headers_mut(), true);
+            headers::add_via(resp.headers_mut());
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, respond::full(Bytes::new()));
+        }
+    }
+    headers::strip_hop_by_hop(resp.headers_mut(), false);
+    headers::add_via(resp.headers_mut());
+    resp.map(|body| {
+        Counted::new(body, exchange, Flow::UpstreamToClient)
+            .map_err(BoxError::from)
+            .boxed()
+    })
+}
+
+/// The most useful line of a client error: pipegate's own transport message when there
+/// is one ("nothing is listening on …"), else the innermost cause.
+fn error_detail(err: &hyper_util::client::legacy::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut last = err.to_string();
+    while let Some(e) = cause {
+        // The connector returns `io::Error`s wrapping a transport error; io::Error's
+        // `source()` skips the wrapped error itself, so look inside explicitly.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<pipegate_transport::Error>());
+        if let Some(t) = e.downcast_ref::<pipegate_transport::Error>().or(inner) {
+            return t.to_string();
+        }
+        last = e.to_string();
+        cause = e.source();
+    }
+    last
+}
