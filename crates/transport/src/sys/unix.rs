@@ -274,6 +274,7 @@ pub(crate) async fn connect_local(
     let Some(path) = endpoint.unix_path() else {
         return Err(unsupported(endpoint));
     };
+    check_path_len(endpoint, path)?;
     UnixStream::connect(path)
         .await
         .map_err(|e| connect_error(endpoint, e))

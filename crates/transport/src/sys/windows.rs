@@ -380,10 +380,14 @@ pub(crate) async fn connect_local(
 
 /// 10–50 ms, varied per attempt and per process so retrying clients spread out.
 fn jitter(attempt: u32) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     let seed = std::process::id()
         .wrapping_mul(2_654_435_761)
         .wrapping_add(attempt.wrapping_mul(40_503))
-        ^ Instant::now().elapsed().subsec_nanos();
+        ^ now;
     Duration::from_millis(10 + u64::from(seed % 41))
 }
 
