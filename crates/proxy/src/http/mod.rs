@@ -50,6 +50,7 @@ pub(crate) struct Shared {
     upstream: Endpoint,
     client: Client<HyperConnector, Counted<Incoming>>,
     server: auto::Builder<TokioExecutor>,
+    header_timeout: Duration,
     upstream_timeout: Duration,
     tunnel_idle_timeout: Duration,
     nonce: Option<HeaderValue>,
@@ -101,6 +102,7 @@ impl Shared {
             upstream: config.upstream.clone(),
             client,
             server,
+            header_timeout: config.http.header_timeout,
             upstream_timeout: config.http.upstream_timeout,
             tunnel_idle_timeout: config.http.tunnel_idle_timeout,
             nonce: config
@@ -122,16 +124,37 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
     shared.metrics.connection_opened(mode);
     let abort = shared.abort.clone();
     let service_shared = Arc::clone(&shared);
+    // hyper's header_read_timeout starts only once the HTTP version is known: a client
+    // that sends nothing (or a slow h2 preface) would hold the connection, and a
+    // max_connections slot, forever. So the first request head must also arrive within
+    // the header timeout of the accept.
+    let first_request = CancellationToken::new();
+    let service_first_request = first_request.clone();
     let service = service_fn(move |req| {
+        service_first_request.cancel();
         let shared = Arc::clone(&service_shared);
         async move { Ok::<_, Infallible>(handle(shared, mode, half_close, req).await) }
     });
+    let first_head_deadline = async {
+        tokio::select! {
+            _ = first_request.cancelled() => std::future::pending::<()>().await,
+            _ = tokio::time::sleep(shared.header_timeout) => {}
+        }
+    };
     let conn = shared
         .server
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
+    tokio::pin!(first_head_deadline);
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        _ = &mut first_head_deadline => {
+            tracing::info!(
+                close.reason = "header_timeout",
+                "connection closed: request headers not received in time"
+            );
+            Ok(())
+        }
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {

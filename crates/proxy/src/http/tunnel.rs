@@ -41,7 +41,11 @@ pub(crate) async fn run(client: OnUpgrade, upstream: OnUpgrade, params: TunnelPa
     let activity = Arc::new(AtomicU64::new(0));
     let mut client = Active::new(TokioIo::new(client), started, &activity);
     let mut upstream = Active::new(TokioIo::new(upstream), started, &activity);
-    let options = RelayOptions::for_streams(params.client_half_close, params.upstream_half_close);
+    let mut options =
+        RelayOptions::for_streams(params.client_half_close, params.upstream_half_close);
+    // An upgraded protocol whose server has closed is over; don't hold the tunnel (and a
+    // shutdown) open waiting for the client to notice.
+    options.end_on_upstream_eof = true;
     let idle = idle_watch(started, Arc::clone(&activity), params.idle_timeout);
     let (up, down, reason) = tokio::select! {
         outcome = relay(&mut client, &mut upstream, options) => {
