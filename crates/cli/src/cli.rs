@@ -61,7 +61,7 @@ pub(crate) struct ServeArgs {
     /// unix://$XDG_RUNTIME_DIR/pipegate/NAME.sock elsewhere.
     #[arg(long, short = 'l', value_name = "EP", value_parser = parse_endpoint)]
     pub(crate) listen: Vec<Endpoint>,
-    /// Where to forward connections.
+    /// Where to forward connections. Without it, the built-in agent API answers.
     #[arg(long, short = 'u', value_name = "EP", value_parser = parse_endpoint)]
     pub(crate) upstream: Option<Endpoint>,
     /// How to forward: `http` understands HTTP and WebSocket; `raw` relays bytes.

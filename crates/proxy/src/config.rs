@@ -1,8 +1,64 @@
 //! Validated bridge configuration.
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use pipegate_transport::{ConnectOptions, Endpoint, ListenOptions};
+use hyper::body::Incoming;
+use pipegate_transport::{ConnectOptions, Endpoint, ListenOptions, Mode};
+
+use crate::http::ResBody;
+
+/// A request handler that runs inside pipegate instead of behind an upstream (the
+/// built-in agent). It gets the transport the request arrived on.
+pub trait LocalService: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(
+        &self,
+        request: http::Request<Incoming>,
+        transport: Mode,
+    ) -> Pin<Box<dyn Future<Output = http::Response<ResBody>> + Send>>;
+}
+
+/// Where requests go.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Target {
+    /// Forwarded to this endpoint.
+    Upstream(Endpoint),
+    /// Answered in-process (HTTP mode only).
+    Local(Arc<dyn LocalService>),
+}
+
+impl Target {
+    /// The upstream endpoint, if requests are forwarded.
+    pub fn upstream(&self) -> Option<&Endpoint> {
+        match self {
+            Target::Upstream(endpoint) => Some(endpoint),
+            Target::Local(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Upstream(endpoint) => write!(f, "Upstream({endpoint})"),
+            Target::Local(_) => f.write_str("Local"),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Upstream(endpoint) => endpoint.fmt(f),
+            Target::Local(_) => f.write_str("local"),
+        }
+    }
+}
 
 /// How connections are forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +86,8 @@ impl ForwardMode {
 pub struct Config {
     /// Endpoints to listen on (at least one).
     pub listen: Vec<Endpoint>,
-    /// Where every connection is forwarded.
-    pub upstream: Endpoint,
+    /// Where requests go.
+    pub target: Target,
     /// How.
     pub mode: ForwardMode,
     /// Secure-default overrides for the listeners.
@@ -78,9 +134,18 @@ impl Config {
     /// A configuration with secure listen defaults, a 5 s dial deadline, a 10 s grace and
     /// the [`HttpOptions`] defaults.
     pub fn new(listen: Vec<Endpoint>, upstream: Endpoint, mode: ForwardMode) -> Config {
+        Config::with_target(listen, Target::Upstream(upstream), mode)
+    }
+
+    /// An HTTP-mode configuration whose requests `service` answers in-process.
+    pub fn local(listen: Vec<Endpoint>, service: Arc<dyn LocalService>) -> Config {
+        Config::with_target(listen, Target::Local(service), ForwardMode::Http)
+    }
+
+    fn with_target(listen: Vec<Endpoint>, target: Target, mode: ForwardMode) -> Config {
         Config {
             listen,
-            upstream,
+            target,
             mode,
             listen_options: ListenOptions::default(),
             connect_options: ConnectOptions::default(),

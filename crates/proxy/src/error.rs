@@ -10,6 +10,9 @@ pub enum Error {
     /// No listen endpoint was given.
     #[error("no endpoint to listen on")]
     NoListener,
+    /// Raw mode needs an upstream endpoint to relay to.
+    #[error("raw mode needs an upstream endpoint")]
+    RawNeedsUpstream,
     /// Binding a listen endpoint failed.
     #[error(transparent)]
     Listen(#[from] pipegate_transport::Error),
@@ -20,7 +23,7 @@ impl Error {
     pub fn transport(&self) -> Option<&pipegate_transport::Error> {
         match self {
             Error::Listen(e) => Some(e),
-            Error::NoListener => None,
+            Error::NoListener | Error::RawNeedsUpstream => None,
         }
     }
 }

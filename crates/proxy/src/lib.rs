@@ -53,6 +53,7 @@ mod http;
 mod raw;
 mod server;
 
-pub use config::{Config, ForwardMode, HttpOptions};
+pub use config::{Config, ForwardMode, HttpOptions, LocalService, Target};
 pub use error::{Error, Result};
+pub use http::{BoxError, ResBody};
 pub use server::{Bridge, ServeSummary};

@@ -11,7 +11,11 @@ use crate::config::Config;
 /// Forwards one accepted connection until either side ends it or `abort` fires.
 pub(crate) async fn forward(mut client: Stream, config: &Config, abort: CancellationToken) {
     let started = Instant::now();
-    let mut upstream = match connect(&config.upstream, &config.connect_options).await {
+    let Some(target) = config.target.upstream() else {
+        // Bridge::bind refuses raw mode without an upstream.
+        return;
+    };
+    let mut upstream = match connect(target, &config.connect_options).await {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::warn!(

@@ -46,6 +46,9 @@ impl Bridge {
         if config.listen.is_empty() {
             return Err(Error::NoListener);
         }
+        if config.mode == ForwardMode::Raw && config.target.upstream().is_none() {
+            return Err(Error::RawNeedsUpstream);
+        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for endpoint in &config.listen {
             listeners.push(Listener::bind(endpoint, &config.listen_options).await?);
@@ -168,8 +171,8 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>) {
             id,
             transport.mode = %peer.mode,
             transport.endpoint = %local,
-            upstream.mode = %config.upstream.mode(),
-            upstream.endpoint = %config.upstream,
+            upstream.mode = config.target.upstream().map_or("local", |u| u.mode().as_str()),
+            upstream.endpoint = %config.target,
             peer.pid = peer.pid,
             peer.uid = peer.uid,
             peer.addr = peer.addr.map(tracing::field::display),

@@ -1,10 +1,15 @@
 //! `pipegate serve`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use pipegate_proxy::{Bridge, Config, ForwardMode, HttpOptions};
-use pipegate_transport::{ConnectOptions, ListenOptions};
+use http_body_util::{BodyExt, Full};
+use pipegate_agent::Agent;
+use pipegate_proxy::{Bridge, Config, ForwardMode, HttpOptions, LocalService, ResBody};
+use pipegate_transport::{ConnectOptions, ListenOptions, Mode};
 
 use crate::cli::{ServeArgs, ServeMode};
 use crate::sys;
@@ -15,22 +20,31 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.listen
     };
-    let Some(upstream) = args.upstream else {
-        anyhow::bail!(
-            "no --upstream given; the built-in agent is not available in this build, so tell \
-             `pipegate serve` where to forward, e.g. --upstream tcp://127.0.0.1:PORT"
-        );
-    };
     let mode = match args.mode {
         ServeMode::Http => ForwardMode::Http,
         ServeMode::Raw => ForwardMode::Raw,
+    };
+    let base = match &args.upstream {
+        Some(upstream) => Config::new(listen.clone(), upstream.clone(), mode),
+        None if mode == ForwardMode::Raw => anyhow::bail!(
+            "--mode raw needs --upstream: raw mode relays bytes to another endpoint, \
+             e.g. --upstream tcp://127.0.0.1:PORT"
+        ),
+        // No upstream: the built-in agent answers.
+        None => Config::local(listen.clone(), Arc::new(AgentService(Agent::new()))),
+    };
+    let target = base.target.to_string();
+    let mode_name = if args.upstream.is_some() {
+        mode.as_str()
+    } else {
+        "agent"
     };
     let mut http = HttpOptions::default();
     http.header_timeout = args.header_timeout;
     http.max_header_size = args.max_header_size;
     http.upstream_timeout = args.upstream_timeout;
     http.tunnel_idle_timeout = args.tunnel_idle_timeout;
-    let config = Config::new(listen.clone(), upstream.clone(), mode)
+    let config = base
         .listen_options(
             ListenOptions::new()
                 .allow_remote(args.allow_remote)
@@ -53,8 +67,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for endpoint in bridge.local_endpoints() {
         tracing::info!(
             transport.endpoint = %endpoint,
-            upstream.endpoint = %upstream,
-            mode = mode.as_str(),
+            upstream.endpoint = %target,
+            mode = mode_name,
             "listening"
         );
         // A stable line for scripts and tests, whatever the log format and level.
@@ -67,4 +81,21 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent behind the bridge's HTTP server: requests that are not for `/_pipegate/`.
+struct AgentService(Agent);
+
+impl LocalService for AgentService {
+    fn call(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+        transport: Mode,
+    ) -> Pin<Box<dyn Future<Output = http::Response<ResBody>> + Send>> {
+        let response = self
+            .0
+            .handle(request.method(), request.uri().path(), transport)
+            .map(|body| Full::new(body).map_err(|never| match never {}).boxed());
+        Box::pin(std::future::ready(response))
+    }
 }

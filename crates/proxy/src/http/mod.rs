@@ -32,23 +32,23 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::Config;
+use crate::config::{Config, LocalService, Target};
 use body::{Counted, Exchange, Flow};
 use metrics::Metrics;
 use respond::ProxyError;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type of [`ResBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every response body this proxy returns.
-pub(crate) type ResBody = BoxBody<Bytes, BoxError>;
+pub type ResBody = BoxBody<Bytes, BoxError>;
 
 /// The reserved prefix: never forwarded.
 const OWN_PREFIX: &str = "/_pipegate/";
 
 /// State shared by every connection of one bridge.
 pub(crate) struct Shared {
-    upstream: Endpoint,
-    client: Client<HyperConnector, Counted<Incoming>>,
+    route: Route,
     server: auto::Builder<TokioExecutor>,
     header_timeout: Duration,
     upstream_timeout: Duration,
@@ -62,7 +62,7 @@ pub(crate) struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("upstream", &self.upstream)
+            .field("route", &self.route)
             .finish_non_exhaustive()
     }
 }
@@ -74,16 +74,25 @@ impl Shared {
         tracker: TaskTracker,
         abort: CancellationToken,
     ) -> Shared {
-        let connector = HyperConnector::fixed(config.upstream.clone())
-            .with_options(config.connect_options.clone());
-        let client = Client::builder(TokioExecutor::new())
-            // Without a timer the pool's idle timeout silently never fires.
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            // An idle pipe connection pins an upstream pipe instance; keep a bounded few.
-            .pool_max_idle_per_host(64)
-            .set_host(false)
-            .build(connector);
+        let route = match &config.target {
+            Target::Upstream(upstream) => {
+                let connector = HyperConnector::fixed(upstream.clone())
+                    .with_options(config.connect_options.clone());
+                let client = Client::builder(TokioExecutor::new())
+                    // Without a timer the pool's idle timeout silently never fires.
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    // An idle pipe connection pins an upstream pipe instance; keep a few.
+                    .pool_max_idle_per_host(64)
+                    .set_host(false)
+                    .build(connector);
+                Route::Forward {
+                    upstream: upstream.clone(),
+                    client: Box::new(client),
+                }
+            }
+            Target::Local(service) => Route::Local(Arc::clone(service)),
+        };
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -99,8 +108,7 @@ impl Shared {
             .timer(TokioTimer::new())
             .max_header_list_size(config.http.max_header_size as u32);
         Shared {
-            upstream: config.upstream.clone(),
-            client,
+            route,
             server,
             header_timeout: config.http.header_timeout,
             upstream_timeout: config.http.upstream_timeout,
@@ -199,9 +207,46 @@ async fn handle(
         http.response.status_code = tracing::field::Empty,
     );
     let exchange = Exchange::new(span.clone(), Arc::clone(&shared.metrics));
-    forward(&shared, mode, client_half_close, req, exchange)
-        .instrument(span)
-        .await
+    match &shared.route {
+        Route::Forward { upstream, client } => {
+            let leg = Upstream {
+                endpoint: upstream,
+                client,
+            };
+            forward(&shared, &leg, mode, client_half_close, req, exchange)
+                .instrument(span)
+                .await
+        }
+        Route::Local(service) => {
+            let resp = service.call(req, mode).instrument(span.clone()).await;
+            exchange.set_status(resp.status().as_u16());
+            resp.map(|body| Counted::new(body, exchange, Flow::UpstreamToClient).boxed())
+        }
+    }
+}
+
+/// What a bridge does with requests that are not for `/_pipegate/`.
+enum Route {
+    Forward {
+        upstream: Endpoint,
+        client: Box<Client<HyperConnector, Counted<Incoming>>>,
+    },
+    Local(Arc<dyn LocalService>),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Forward { upstream, .. } => write!(f, "Forward({upstream})"),
+            Route::Local(_) => f.write_str("Local"),
+        }
+    }
+}
+
+/// The upstream leg of one forwarded request.
+struct Upstream<'a> {
+    endpoint: &'a Endpoint,
+    client: &'a Client<HyperConnector, Counted<Incoming>>,
 }
 
 fn own_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ResBody> {
@@ -239,6 +284,7 @@ fn own_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ResBody> {
 
 async fn forward(
     shared: &Shared,
+    upstream: &Upstream<'_>,
     mode: Mode,
     client_half_close: bool,
     mut req: Request<Incoming>,
@@ -260,7 +306,7 @@ async fn forward(
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         })
-        .unwrap_or_else(|| host_header(&shared.upstream));
+        .unwrap_or_else(|| host_header(upstream.endpoint));
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     parts.headers.insert(HOST, host);
     headers::add_via(&mut parts.headers);
@@ -269,7 +315,7 @@ async fn forward(
         .path_and_query()
         .map(|pq| pq.as_str())
         .unwrap_or("/");
-    parts.uri = match endpoint_uri(&shared.upstream, path_and_query) {
+    parts.uri = match endpoint_uri(upstream.endpoint, path_and_query) {
         Ok(uri) => uri,
         Err(e) => {
             let resp = respond::json(
@@ -289,22 +335,22 @@ async fn forward(
         Counted::new(body, Arc::clone(&exchange), Flow::ClientToUpstream),
     );
 
-    let result = tokio::time::timeout(shared.upstream_timeout, shared.client.request(req)).await;
+    let result = tokio::time::timeout(shared.upstream_timeout, upstream.client.request(req)).await;
     let mut resp = match result {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             shared.metrics.upstream_error();
             let detail = error_detail(&e);
-            tracing::warn!(error = %detail, upstream.endpoint = %shared.upstream, "upstream request failed");
-            let resp = respond::proxy_error(&shared.upstream, &ProxyError::Unavailable { detail });
+            tracing::warn!(error = %detail, upstream.endpoint = %upstream.endpoint, "upstream request failed");
+            let resp = respond::proxy_error(upstream.endpoint, &ProxyError::Unavailable { detail });
             exchange.set_status(resp.status().as_u16());
             return resp;
         }
         Err(_) => {
             shared.metrics.upstream_error();
             let after_ms = shared.upstream_timeout.as_millis() as u64;
-            tracing::warn!(upstream.endpoint = %shared.upstream, after_ms, "upstream timed out");
-            let resp = respond::proxy_error(&shared.upstream, &ProxyError::Timeout { after_ms });
+            tracing::warn!(upstream.endpoint = %upstream.endpoint, after_ms, "upstream timed out");
+            let resp = respond::proxy_error(upstream.endpoint, &ProxyError::Timeout { after_ms });
             exchange.set_status(resp.status().as_u16());
             return resp;
         }
@@ -316,7 +362,7 @@ async fn forward(
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let params = tunnel::TunnelParams {
                 client_half_close,
-                upstream_half_close: shared.upstream.mode() != Mode::NamedPipe,
+                upstream_half_close: upstream.endpoint.mode() != Mode::NamedPipe,
                 idle_timeout: shared.tunnel_idle_timeout,
                 abort: shared.abort.clone(),
                 metrics: Arc::clone(&shared.metrics),
