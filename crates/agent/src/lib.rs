@@ -86,8 +86,10 @@ impl Agent {
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Bytes> {
     let mut resp = Response::new(Bytes::from(body.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -119,10 +121,16 @@ mod tests {
     #[test]
     fn other_routes() {
         let agent = Agent::new();
-        assert_eq!(agent.handle(&Method::POST, "/v1/info", Mode::Tcp).status(), 405);
+        assert_eq!(
+            agent.handle(&Method::POST, "/v1/info", Mode::Tcp).status(),
+            405
+        );
         let sessions = agent.handle(&Method::POST, "/v1/sessions", Mode::Tcp);
         assert_eq!(sessions.status(), 501);
-        assert!(body(&sessions)["error"].as_str().unwrap().contains("not implemented"));
+        assert!(body(&sessions)["error"]
+            .as_str()
+            .unwrap()
+            .contains("not implemented"));
         assert_eq!(agent.handle(&Method::GET, "/nope", Mode::Tcp).status(), 404);
     }
 }
