@@ -1,5 +1,7 @@
 //! tracing-subscriber set-up: text or one JSON object per line, on stderr.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use tracing_subscriber::EnvFilter;
 
@@ -15,6 +17,8 @@ pub(crate) fn init(args: &GlobalArgs) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, and never when NO_COLOR is set.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(false);
     let result = match args.log_format {
         LogFormat::Text => builder.try_init(),

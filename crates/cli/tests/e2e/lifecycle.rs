@@ -1,0 +1,216 @@
+//! Start-up refusals, stale sockets and shutdown of `serve`.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{
+    dial, echo_bytes, payload, run, serve, tcp_upstream, within, Behavior, TestEnv,
+};
+
+async fn ping(endpoint: &str, seed: u64) {
+    let data = payload(seed, 4096);
+    let back = within(
+        Duration::from_secs(10),
+        "a round trip",
+        echo_bytes(dial(endpoint).await, &data),
+    )
+    .await
+    .expect("round trip");
+    assert!(back == data, "echo differs");
+}
+
+/// SIGTERM with a connection open: the socket goes at once, the open connection may
+/// finish within the grace period, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_connection_then_exits_zero() {
+    let env = TestEnv::new();
+    let upstream = tcp_upstream(Behavior::Echo).await;
+    let sock = env.sock("in.sock");
+    let listen = format!("unix://{}", sock.display());
+    let (mut serve, endpoint) = serve(&[
+        "--mode",
+        "raw",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream.endpoint,
+        "--shutdown-grace",
+        "10s",
+    ])
+    .await;
+    let mut client = dial(&endpoint).await;
+    client.write_all(b"before").await.expect("send");
+    let mut buf = [0u8; 6];
+    within(
+        Duration::from_secs(5),
+        "echo before SIGTERM",
+        client.read_exact(&mut buf),
+    )
+    .await
+    .expect("echo");
+    assert_eq!(&buf, b"before");
+
+    serve.signal("TERM");
+    // The listener is released at once: the socket file disappears well before the grace ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sock.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "socket file still there 5 s after SIGTERM\n{}",
+            serve.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The open connection still works while draining.
+    client
+        .write_all(b"during")
+        .await
+        .expect("send while draining");
+    within(
+        Duration::from_secs(5),
+        "echo while draining",
+        client.read_exact(&mut buf),
+    )
+    .await
+    .expect("echo while draining");
+    assert_eq!(&buf, b"during");
+    // Closing it lets the process finish long before the 10 s grace.
+    client.shutdown().await.expect("half-close");
+    let mut rest = Vec::new();
+    within(Duration::from_secs(5), "EOF", client.read_to_end(&mut rest))
+        .await
+        .expect("read to EOF");
+    drop(client);
+    let status = serve.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0), "exit status\n{}", serve.dump());
+    assert!(!sock.exists(), "socket file removed");
+}
+
+/// A connection that stays open past the grace period is cut, and the process still
+/// exits 0, within the grace (plus a margin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stuck_connection_exits_zero_after_the_grace() {
+    let env = TestEnv::new();
+    let upstream = tcp_upstream(Behavior::Echo).await;
+    let sock = env.sock("in.sock");
+    let listen = format!("unix://{}", sock.display());
+    let (mut serve, endpoint) = serve(&[
+        "--mode",
+        "raw",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream.endpoint,
+        "--shutdown-grace",
+        "1s",
+    ])
+    .await;
+    let mut client = dial(&endpoint).await;
+    client.write_all(b"x").await.expect("send");
+    let mut one = [0u8; 1];
+    within(Duration::from_secs(5), "echo", client.read_exact(&mut one))
+        .await
+        .expect("echo");
+
+    let signalled = Instant::now();
+    serve.signal("TERM");
+    let status = serve.wait_exit(Duration::from_secs(6)).await;
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status\n{}", serve.dump());
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited after {took:?}, before the 1 s grace, though a connection was open"
+    );
+    assert!(!sock.exists(), "socket file removed");
+    // The server closed the connection: the client's read ends (EOF or reset).
+    let mut rest = Vec::new();
+    let _ = within(
+        Duration::from_secs(5),
+        "EOF after the abort",
+        client.read_to_end(&mut rest),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_serve_on_a_live_socket_is_refused_and_the_first_keeps_serving() {
+    let env = TestEnv::new();
+    let upstream = tcp_upstream(Behavior::Echo).await;
+    let sock = env.sock("in.sock");
+    let listen = format!("unix://{}", sock.display());
+    let (_first, endpoint) = serve(&[
+        "--mode",
+        "raw",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream.endpoint,
+    ])
+    .await;
+
+    let (status, stderr) = run(
+        &[
+            "serve",
+            "--mode",
+            "raw",
+            "--listen",
+            &listen,
+            "--upstream",
+            &upstream.endpoint,
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("already in use by another process"),
+        "stderr:\n{stderr}"
+    );
+    assert!(sock.exists(), "the live socket was left alone");
+    ping(&endpoint, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_socket_file_is_replaced() {
+    let env = TestEnv::new();
+    let upstream = tcp_upstream(Behavior::Echo).await;
+    let sock = env.sock("in.sock");
+    // A socket file nobody listens on: bound, then closed without removing the file.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind stale socket"));
+    assert!(sock.exists());
+    let listen = format!("unix://{}", sock.display());
+    let (_serve, endpoint) = serve(&[
+        "--mode",
+        "raw",
+        "--listen",
+        &listen,
+        "--upstream",
+        &upstream.endpoint,
+    ])
+    .await;
+    ping(&endpoint, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_tcp_listener_is_refused_without_allow_remote() {
+    let (status, stderr) = run(
+        &[
+            "serve",
+            "--mode",
+            "raw",
+            "--listen",
+            "0.0.0.0:0",
+            "--upstream",
+            "tcp://127.0.0.1:9",
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(stderr.contains("--allow-remote"), "stderr:\n{stderr}");
+    assert!(
+        !stderr.contains("pipegate: listening on"),
+        "it must not listen:\n{stderr}"
+    );
+}
