@@ -20,6 +20,11 @@ pub struct ListenOptions {
     /// Replace the named pipe's DACL with this SDDL string (default: a protected DACL
     /// granting only the current user's SID and SYSTEM).
     pub pipe_sddl: Option<String>,
+    /// Other user ids whose processes may connect to a Unix socket (default: only ours).
+    pub allow_uids: Vec<u32>,
+    /// Other user SIDs (`S-1-5-…`) whose processes may connect to a named pipe (default:
+    /// only ours).
+    pub allow_sids: Vec<String>,
 }
 
 impl ListenOptions {
@@ -31,6 +36,18 @@ impl ListenOptions {
     /// Sets [`allow_remote`](ListenOptions::allow_remote).
     pub fn allow_remote(mut self, allow: bool) -> ListenOptions {
         self.allow_remote = allow;
+        self
+    }
+
+    /// Sets [`allow_uids`](ListenOptions::allow_uids).
+    pub fn allow_uids(mut self, uids: Vec<u32>) -> ListenOptions {
+        self.allow_uids = uids;
+        self
+    }
+
+    /// Sets [`allow_sids`](ListenOptions::allow_sids).
+    pub fn allow_sids(mut self, sids: Vec<String>) -> ListenOptions {
+        self.allow_sids = sids;
         self
     }
 
@@ -60,6 +77,17 @@ impl ListenOptions {
 ///   [`ErrorKind::AddrInUse`]; a file that is not a socket is never deleted. On drop the
 ///   socket file is removed only if it is still the one this listener created.
 /// * **TCP**: loopback addresses only unless [`ListenOptions::allow_remote`].
+///
+/// # Peer identity
+///
+/// Behind the file modes and the DACL, every accepted local connection is checked: a Unix
+/// socket peer's uid (`SO_PEERCRED` / `getpeereid`) must be ours or in
+/// [`ListenOptions::allow_uids`]; a named-pipe client's process (its pid from
+/// `GetNamedPipeClientProcessId`, then its token's user SID) must run as our user or a SID in
+/// [`ListenOptions::allow_sids`]. A refused peer is logged with its pid and uid/SID and closed
+/// before any byte is read; `accept` never returns it. When the identity cannot be
+/// determined the connection is refused. (A pid can be reused, so this is a second line
+/// behind the permissions, not a replacement for them.)
 #[derive(Debug)]
 pub struct Listener {
     endpoint: Endpoint,

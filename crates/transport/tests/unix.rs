@@ -456,3 +456,115 @@ async fn relay_64_mib_with_checksum() {
     // 64 MiB up while 4 MiB comes back (SHA-256 in a debug build is the slow part).
     support::bulk_through_relay(front, upstream, 64 << 20, 4 << 20).await;
 }
+
+/// Connects to `path` as the `nobody` user (uid 65534) with `setpriv`, sends a line and
+/// reports what it read back: `closed` if the server closed without answering.
+fn connect_as_nobody(path: &Path) -> std::process::Child {
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b"hello from nobody\n")
+    data = s.recv(100)
+    print("closed" if data == b"" else "got " + repr(data))
+except (BrokenPipeError, ConnectionResetError):
+    print("closed")
+"#;
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            script,
+        ])
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn setpriv (util-linux)")
+}
+
+/// Whether this test process can switch users (it must be root to run `setpriv`).
+fn can_switch_users() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("NOTE: peer-uid tests need root (to connect as another user with setpriv); run the suite as root to enable them");
+    false
+}
+
+/// A directory and socket that anyone may reach: the file modes no longer protect the
+/// socket, so the peer check is what is tested.
+async fn loosened_listener(options: ListenOptions) -> (tempfile::TempDir, PathBuf, Listener) {
+    let dir = support::temp_dir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let path = dir.path().join("open.sock");
+    let listener = within(STEP, Listener::bind(&endpoint(&path), &options), "bind")
+        .await
+        .expect("bind");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).expect("chmod socket");
+    (dir, path, listener)
+}
+
+#[tokio::test]
+async fn another_users_connection_is_refused_before_any_byte_is_read() {
+    if !can_switch_users() {
+        return;
+    }
+    let (_dir, path, mut listener) = loosened_listener(ListenOptions::new()).await;
+    let mut nobody = connect_as_nobody(&path);
+    // Accept runs while nobody connects; it must skip that peer and return ours only.
+    let accept = tokio::spawn(async move {
+        let stream = listener.accept().await.expect("accept");
+        (stream, listener)
+    });
+    let out = within(
+        STEP,
+        tokio::task::spawn_blocking(move || {
+            let out = nobody.wait_with_output().expect("wait");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }),
+        "the other user's client to finish",
+    )
+    .await
+    .expect("join");
+    assert_eq!(
+        out.trim(),
+        "closed",
+        "the other user's connection must be closed unanswered"
+    );
+    let _ours = connect(&endpoint(&path), &ConnectOptions::new())
+        .await
+        .expect("connect");
+    let (stream, _listener) = within(STEP, accept, "accept of our own connection")
+        .await
+        .expect("join");
+    assert_eq!(
+        stream.peer().uid,
+        Some(0),
+        "only our own connection is accepted"
+    );
+    assert_eq!(stream.peer().pid, Some(std::process::id()));
+}
+
+#[tokio::test]
+async fn allow_uids_admits_the_named_user() {
+    if !can_switch_users() {
+        return;
+    }
+    let options = ListenOptions::new().allow_uids(vec![65534]);
+    let (_dir, path, mut listener) = loosened_listener(options).await;
+    let _nobody = connect_as_nobody(&path);
+    let stream = within(STEP, listener.accept(), "accept of the allowed user")
+        .await
+        .expect("accept");
+    assert_eq!(stream.peer().uid, Some(65534));
+}

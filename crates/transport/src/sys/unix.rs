@@ -23,13 +23,16 @@ pub(crate) const LOCAL_HALF_CLOSE: bool = true;
 #[derive(Debug)]
 pub(crate) struct LocalListener {
     listener: UnixListener,
+    endpoint: Endpoint,
+    /// Our euid plus `ListenOptions::allow_uids`.
+    allowed_uids: Vec<u32>,
     path: PathBuf,
     /// `(st_dev, st_ino)` of the socket file we created.
     identity: (u64, u64),
 }
 
 impl LocalListener {
-    pub(crate) fn bind(endpoint: &Endpoint, _options: &ListenOptions) -> Result<LocalListener> {
+    pub(crate) fn bind(endpoint: &Endpoint, options: &ListenOptions) -> Result<LocalListener> {
         let Some(path) = endpoint.unix_path() else {
             return Err(unsupported(endpoint));
         };
@@ -48,23 +51,40 @@ impl LocalListener {
             bind_via_private_dir(endpoint, path, parent)?
         };
         let meta = fs::symlink_metadata(path).map_err(|e| bind_error(endpoint, e))?;
+        let mut allowed_uids = vec![rustix::process::geteuid().as_raw()];
+        allowed_uids.extend(&options.allow_uids);
         Ok(LocalListener {
             listener,
+            endpoint: endpoint.clone(),
+            allowed_uids,
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
         })
     }
 
+    /// Accepts the next connection from an allowed user; others are logged and closed.
     pub(crate) async fn accept(&mut self) -> io::Result<(LocalStream, Option<u32>, Option<u32>)> {
-        let (stream, _) = self.listener.accept().await?;
-        let (pid, uid) = match stream.peer_cred() {
-            Ok(cred) => (
-                cred.pid().and_then(|p| u32::try_from(p).ok()),
-                Some(cred.uid()),
-            ),
-            Err(_) => (None, None),
-        };
-        Ok((stream, pid, uid))
+        loop {
+            let (stream, _) = self.listener.accept().await?;
+            match stream.peer_cred() {
+                Ok(cred) if self.allowed_uids.contains(&cred.uid()) => {
+                    let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
+                    return Ok((stream, pid, Some(cred.uid())));
+                }
+                Ok(cred) => tracing::warn!(
+                    transport.endpoint = %self.endpoint,
+                    peer.uid = cred.uid(),
+                    peer.pid = cred.pid(),
+                    "refused a connection from another user (allow it with --allow-uid)"
+                ),
+                Err(e) => tracing::warn!(
+                    transport.endpoint = %self.endpoint,
+                    error = %e,
+                    "refused a connection whose peer credentials are unavailable"
+                ),
+            }
+            // Dropping `stream` closes it; nothing was read from it.
+        }
     }
 }
 

@@ -28,7 +28,9 @@ use windows_sys::Win32::Security::{
 };
 use windows_sys::Win32::Storage::FileSystem::SECURITY_IDENTIFICATION;
 use windows_sys::Win32::System::Pipes::GetNamedPipeClientProcessId;
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, OpenProcess, OpenProcessToken, PROCESS_QUERY_LIMITED_INFORMATION,
+};
 
 use crate::error::{connect_error, unsupported, Error, ErrorKind, Result};
 use crate::listener::{bind_error, ListenOptions};
@@ -129,23 +131,47 @@ fn to_wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
 
+/// Closes a handle on drop.
+struct Handle(HANDLE);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: a handle we opened and own.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
 /// The current user's SID as a string (`S-1-5-21-…`), from the process token's
 /// `TokenUser` — not the owner, which is Administrators when elevated.
 pub(crate) fn current_user_sid() -> io::Result<String> {
-    struct Handle(HANDLE);
-    impl Drop for Handle {
-        fn drop(&mut self) {
-            // SAFETY: a handle we opened and own.
-            unsafe { CloseHandle(self.0) };
-        }
-    }
     let mut token: HANDLE = ptr::null_mut();
     // SAFETY: the pseudo-handle of the current process needs no closing; `token` is an
     // out parameter.
     if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
         return Err(io::Error::last_os_error());
     }
-    let token = Handle(token);
+    token_user_sid(&Handle(token))
+}
+
+/// The user SID of another process, via its token (needs `PROCESS_QUERY_LIMITED_INFORMATION`
+/// on the process, which a user has on its own processes).
+fn process_user_sid(pid: u32) -> io::Result<String> {
+    // SAFETY: plain call; a null result is an error.
+    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if process.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let process = Handle(process);
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: a live process handle; `token` is an out parameter.
+    if unsafe { OpenProcessToken(process.0, TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    token_user_sid(&Handle(token))
+}
+
+/// `TokenUser` of a token, as a SID string.
+fn token_user_sid(token: &Handle) -> io::Result<String> {
     let mut len = 0u32;
     // SAFETY: a size query with a null buffer; it fails with ERROR_INSUFFICIENT_BUFFER and
     // sets `len`.
@@ -189,9 +215,9 @@ pub(crate) fn current_user_sid() -> io::Result<String> {
 }
 
 /// The default pipe DACL: protected (no inherited entries), full access for SYSTEM and
-/// the current user's SID, nobody else.
-pub(crate) fn default_pipe_sddl() -> io::Result<String> {
-    Ok(format!("D:P(A;;GA;;;SY)(A;;GA;;;{})", current_user_sid()?))
+/// the given user's SID, nobody else.
+fn sddl_for(user_sid: &str) -> String {
+    format!("D:P(A;;GA;;;SY)(A;;GA;;;{user_sid})")
 }
 
 type Pending = Pin<Box<dyn Future<Output = io::Result<NamedPipeServer>> + Send>>;
@@ -199,6 +225,8 @@ type Pending = Pin<Box<dyn Future<Output = io::Result<NamedPipeServer>> + Send>>
 /// A named-pipe listener: the instances waiting for clients, and what makes new ones.
 pub(crate) struct LocalListener {
     endpoint: Endpoint,
+    /// Our user SID plus `ListenOptions::allow_sids`.
+    allowed_sids: Vec<String>,
     path: String,
     options: ServerOptions,
     sddl: String,
@@ -221,17 +249,20 @@ impl LocalListener {
         let Some(path) = endpoint.pipe_path() else {
             return Err(unsupported(endpoint));
         };
+        let own_sid = current_user_sid().map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot secure {endpoint}: the current user's SID is unavailable"),
+            )
+            .with_endpoint(endpoint)
+            .with_source(e)
+        })?;
         let sddl = match &options.pipe_sddl {
             Some(sddl) => sddl.clone(),
-            None => default_pipe_sddl().map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("cannot build the DACL for {endpoint}: the current user's SID is unavailable"),
-                )
-                .with_endpoint(endpoint)
-                .with_source(e)
-            })?,
+            None => sddl_for(&own_sid),
         };
+        let mut allowed_sids = vec![own_sid];
+        allowed_sids.extend(options.allow_sids.iter().cloned());
         let security = SecurityDescriptor::from_sddl(&sddl).map_err(|e| {
             Error::new(
                 ErrorKind::Io,
@@ -249,6 +280,7 @@ impl LocalListener {
             .out_buffer_size(PIPE_BUFFER);
         let mut listener = LocalListener {
             endpoint: endpoint.clone(),
+            allowed_sids,
             path,
             options: server_options,
             sddl,
@@ -325,7 +357,24 @@ impl LocalListener {
             match result {
                 Ok(server) => {
                     let pid = client_pid(&server);
-                    return Ok((LocalStream::Server(server), pid, None));
+                    match pid.map(process_user_sid) {
+                        Some(Ok(sid)) if self.allowed_sids.contains(&sid) => {
+                            return Ok((LocalStream::Server(server), pid, None));
+                        }
+                        Some(Ok(sid)) => tracing::warn!(
+                            transport.endpoint = %self.endpoint, peer.pid = pid, peer.sid = %sid,
+                            "refused a pipe client running as another user (allow it with --allow-sid)"
+                        ),
+                        Some(Err(e)) => tracing::warn!(
+                            transport.endpoint = %self.endpoint, peer.pid = pid, error = %e,
+                            "refused a pipe client whose user could not be determined"
+                        ),
+                        None => tracing::warn!(
+                            transport.endpoint = %self.endpoint,
+                            "refused a pipe client whose process id is unavailable"
+                        ),
+                    }
+                    // Dropping `server` closes this instance; nothing was read from it.
                 }
                 Err(e) => {
                     // A client that connected and left before we saw it; not fatal.
@@ -458,10 +507,20 @@ mod tests {
     fn default_sddl_is_protected_and_names_user_and_system() {
         let sid = current_user_sid().unwrap();
         assert!(sid.starts_with("S-1-"), "{sid}");
-        let sddl = default_pipe_sddl().unwrap();
+        let sddl = sddl_for(&sid);
         assert_eq!(sddl, format!("D:P(A;;GA;;;SY)(A;;GA;;;{sid})"));
         assert!(!sddl.contains(";;;WD)"), "Everyone must not be granted");
         SecurityDescriptor::from_sddl(&sddl).unwrap();
+    }
+
+    #[test]
+    fn own_process_resolves_to_our_sid() {
+        // The pid → token → SID path that the accept-time peer check uses.
+        assert_eq!(
+            process_user_sid(std::process::id()).unwrap(),
+            current_user_sid().unwrap()
+        );
+        assert!(process_user_sid(0xFFFF_FFF0).is_err(), "no such process");
     }
 
     #[test]
