@@ -6,18 +6,23 @@
 //! answer), where `Connection: upgrade` and `Upgrade` must reach the other side or the
 //! upgrade (WebSocket) cannot happen. `Sec-WebSocket-*` headers are end-to-end and are
 //! never touched.
+//!
+//! `Trailer` is *not* removed: RFC 2616 called it hop-by-hop, but RFC 9110 §6.6.2 makes it
+//! end-to-end (it declares which trailer fields follow the body), and hyper sends only the
+//! trailer fields a message's `Trailer` header declares, so removing it would drop every
+//! trailer. `TE` is hop-by-hop; [`wants_trailers`] lets the proxy ask the upstream for
+//! trailers on behalf of a client that accepts them (RFC 9110 §10.1.4).
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 
 /// Headers that are hop-by-hop whatever `Connection` says.
-const HOP_BY_HOP: [&str; 7] = [
+const HOP_BY_HOP: [&str; 6] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];
@@ -66,7 +71,30 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     debug_assert!(keep_upgrade || !headers.contains_key(TE));
-    debug_assert!(!headers.contains_key(TRAILER) && !headers.contains_key(TRANSFER_ENCODING));
+    debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+}
+
+/// Whether the client's `TE` accepts trailers (`TE: trailers`).
+pub(crate) fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Asks the next hop for trailers (`TE: trailers`, listed in `Connection` as RFC 9110
+/// §7.6.1 requires for a hop-by-hop field).
+pub(crate) fn request_trailers(headers: &mut HeaderMap) {
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+    if !connection_has(headers, "te") {
+        headers.append(CONNECTION, HeaderValue::from_static("te"));
+    }
 }
 
 /// Appends this proxy to `Via`.
@@ -104,9 +132,12 @@ mod tests {
             ("x-end-to-end", "kept"),
             ("host", "example"),
         ]);
+        assert!(wants_trailers(&h));
         strip_hop_by_hop(&mut h, false);
-        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-end-to-end", "host"]);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        // Trailer is end-to-end (RFC 9110 §6.6.2): it stays.
+        assert_eq!(left, ["host", "trailer", "x-end-to-end"]);
     }
 
     #[test]
@@ -138,6 +169,16 @@ mod tests {
             "upgrade"
         ));
         assert!(!is_upgrade_request(&map(&[("connection", "upgrade")])));
+    }
+
+    #[test]
+    fn trailers_are_requested_only_when_the_client_accepts_them() {
+        assert!(wants_trailers(&map(&[("te", "gzip;q=0.5, Trailers")])));
+        assert!(!wants_trailers(&map(&[("te", "gzip")])));
+        let mut h = HeaderMap::new();
+        request_trailers(&mut h);
+        assert_eq!(h["te"], "trailers");
+        assert!(connection_has(&h, "te"));
     }
 
     #[test]

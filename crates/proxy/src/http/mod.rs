@@ -307,7 +307,12 @@ async fn forward(
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         })
         .unwrap_or_else(|| host_header(upstream.endpoint));
+    let trailers = headers::wants_trailers(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if trailers {
+        // We pass trailers through, so ask the upstream for them as the client did.
+        headers::request_trailers(&mut parts.headers);
+    }
     parts.headers.insert(HOST, host);
     headers::add_via(&mut parts.headers);
     let path_and_query = parts
