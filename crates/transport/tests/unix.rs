@@ -516,7 +516,7 @@ async fn another_users_connection_is_refused_before_any_byte_is_read() {
         return;
     }
     let (_dir, path, mut listener) = loosened_listener(ListenOptions::new()).await;
-    let mut nobody = connect_as_nobody(&path);
+    let nobody = connect_as_nobody(&path);
     // Accept runs while nobody connects; it must skip that peer and return ours only.
     let accept = tokio::spawn(async move {
         let stream = listener.accept().await.expect("accept");
@@ -562,9 +562,16 @@ async fn allow_uids_admits_the_named_user() {
     }
     let options = ListenOptions::new().allow_uids(vec![65534]);
     let (_dir, path, mut listener) = loosened_listener(options).await;
-    let _nobody = connect_as_nobody(&path);
+    let nobody = connect_as_nobody(&path);
     let stream = within(STEP, listener.accept(), "accept of the allowed user")
         .await
         .expect("accept");
     assert_eq!(stream.peer().uid, Some(65534));
+    drop(stream);
+    // The client reads EOF once we drop the stream, then exits.
+    let out = tokio::task::spawn_blocking(move || nobody.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(out.status.success(), "{out:?}");
 }
