@@ -15,7 +15,8 @@ Exit codes:
   0  success, including shutdown by Ctrl-C or SIGTERM
   1  runtime failure
   2  usage error
-  3  another instance is already running";
+  3  another instance is already running (serve)
+  22 the server answered outside 2xx (request -f)";
 
 /// Make a local HTTP + WebSocket API reachable over named pipes, Unix sockets and
 /// loopback TCP, and bridge between them.
@@ -53,6 +54,16 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Connect stdin/stdout to an endpoint (for `socat … EXEC:` and SSH ProxyCommand).
     Relay(RelayArgs),
+    /// Run a shell (or `-- CMD…`) in a session of the agent at EP, in this terminal;
+    /// exits with the program's exit code (128 + N for a death by signal N).
+    Shell(ShellArgs),
+    /// List running instances (from their discovery records) and their state.
+    Status(StatusArgs),
+    /// Send one HTTP request over any endpoint, like curl (default: the running instance).
+    #[command(override_usage = "pipegate request [OPTIONS] [EP] PATH")]
+    Request(RequestArgs),
+    /// Check what is listening where, permissions and common mistakes; suggest fixes.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -67,15 +78,29 @@ pub(crate) struct ServeArgs {
     /// How to forward: `http` understands HTTP and WebSocket; `raw` relays bytes.
     #[arg(long, value_enum, default_value_t = ServeMode::Http)]
     pub(crate) mode: ServeMode,
-    /// Instance name (names the default socket).
+    /// Instance name: names the default socket and the discovery record
+    /// (<state dir>/pipegate/instances/NAME.json). One instance per name.
     #[arg(long, default_value = "pipegate", value_parser = parse_name)]
     pub(crate) name: String,
+    /// Write no discovery record and skip the single-instance check.
+    #[arg(long)]
+    pub(crate) no_discovery: bool,
+    /// Take over the name from an instance that is alive but fails its health check
+    /// (a running one is never replaced).
+    #[arg(long, conflicts_with = "no_discovery")]
+    pub(crate) replace: bool,
     /// Allow TCP listeners on non-loopback addresses.
     #[arg(long)]
     pub(crate) allow_remote: bool,
     /// Replace the named pipe DACL (default: the current user and SYSTEM only).
     #[arg(long, value_name = "SDDL")]
     pub(crate) pipe_sddl: Option<String>,
+    /// Also accept Unix-socket clients running as this uid (repeatable; default: only you).
+    #[arg(long, value_name = "UID")]
+    pub(crate) allow_uid: Vec<u32>,
+    /// Also accept named-pipe clients running as this user SID (repeatable; default: only you).
+    #[arg(long, value_name = "SID")]
+    pub(crate) allow_sid: Vec<String>,
     /// How long open connections may finish after Ctrl-C/SIGTERM (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) shutdown_grace: Duration,
@@ -125,6 +150,75 @@ pub(crate) struct RelayArgs {
     /// Deadline for one dial, busy-pipe retries included.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShellArgs {
+    /// The agent (`pipegate serve` without --upstream, or a bridge to one). Default: where
+    /// `pipegate serve` listens by default.
+    #[arg(value_name = "EP", value_parser = parse_endpoint)]
+    pub(crate) endpoint: Option<Endpoint>,
+    /// The program and its arguments, after `--` (default: the agent user's login shell).
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) command: Vec<String>,
+    /// Deadline for dialing the agent, busy-pipe retries included.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// Only this instance.
+    #[arg(long, value_parser = parse_name)]
+    pub(crate) name: Option<String>,
+    /// One JSON array of instances on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Remove stale records (their process has exited) first.
+    #[arg(long)]
+    pub(crate) prune: bool,
+    /// How long each health check may take.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RequestArgs {
+    /// `[EP] PATH`: the endpoint (default: the running instance --name) and the request
+    /// path with its query, e.g. /v1/info.
+    #[arg(value_name = "[EP] PATH", num_args = 1..=2, required = true)]
+    pub(crate) target: Vec<String>,
+    /// Request method (default GET, or POST with --data).
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub(crate) method: Option<String>,
+    /// Request header, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "K: V")]
+    pub(crate) headers: Vec<String>,
+    /// Request body: DATA, @FILE, or @- for stdin.
+    #[arg(short = 'd', long = "data", value_name = "DATA|@FILE")]
+    pub(crate) data: Option<String>,
+    /// Print the status line and response headers before the body.
+    #[arg(short = 'i', long = "include")]
+    pub(crate) include: bool,
+    /// On a status outside 2xx print no body and exit 22 (like curl -f).
+    #[arg(short = 'f', long = "fail")]
+    pub(crate) fail: bool,
+    /// Which discovered instance to use when no EP is given.
+    #[arg(long, default_value = "pipegate", value_parser = parse_name)]
+    pub(crate) name: String,
+    /// Deadline for dialing, busy-pipe retries included.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// Deadline for the whole request, body included (default: none).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) max_time: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// How long each probe may take.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
@@ -236,6 +330,64 @@ mod tests {
         assert_eq!(args.endpoint.to_string(), "npipe://docker_engine");
         assert!(args.exit_on_stdin_eof && !args.keep_open);
         assert_eq!(args.wait, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn discovery_flags() {
+        let cli = Cli::try_parse_from(["pipegate", "serve", "--name", "api", "--replace"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.name, "api");
+        assert!(args.replace && !args.no_discovery);
+        assert!(
+            Cli::try_parse_from(["pipegate", "serve", "--no-discovery", "--replace"]).is_err(),
+            "--replace means nothing without discovery"
+        );
+        let cli = Cli::try_parse_from(["pipegate", "status", "--json", "--prune", "--name", "x"])
+            .unwrap();
+        let Command::Status(args) = cli.command else {
+            panic!("not status")
+        };
+        assert!(args.json && args.prune);
+        assert_eq!(args.name.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn request_flags() {
+        let cli = Cli::try_parse_from([
+            "pipegate",
+            "request",
+            "-X",
+            "PUT",
+            "-H",
+            "A: 1",
+            "-H",
+            "B: 2",
+            "-d",
+            "@body.json",
+            "-i",
+            "-f",
+            "npipe://api",
+            "/v1/x?y=1",
+        ])
+        .unwrap();
+        let Command::Request(args) = cli.command else {
+            panic!("not request")
+        };
+        assert_eq!(args.method.as_deref(), Some("PUT"));
+        assert_eq!(args.headers, ["A: 1", "B: 2"]);
+        assert_eq!(args.data.as_deref(), Some("@body.json"));
+        assert!(args.include && args.fail);
+        assert_eq!(args.target, ["npipe://api", "/v1/x?y=1"]);
+        let cli = Cli::try_parse_from(["pipegate", "request", "/v1/info"]).unwrap();
+        let Command::Request(args) = cli.command else {
+            panic!("not request")
+        };
+        assert_eq!(args.target, ["/v1/info"]);
+        assert_eq!(args.name, "pipegate");
+        assert!(Cli::try_parse_from(["pipegate", "request"]).is_err());
+        assert!(Cli::try_parse_from(["pipegate", "request", "a", "b", "c"]).is_err());
     }
 
     #[test]

@@ -2,22 +2,70 @@
 //! error's kind (never on its text).
 //!
 //! Exit codes: 0 success (including Ctrl-C/SIGTERM), 1 runtime failure, 2 usage error
-//! (clap), 3 another instance is already running.
+//! (clap), 3 another instance is already running (or alive and unhealthy) under the same
+//! name, 22 `request -f` got a status outside 2xx (returned by that command itself).
 
 use std::process::ExitCode;
 
 use pipegate_transport::{Endpoint, ErrorKind};
 
-/// Prints `pipegate: error: …` and a hint; returns exit code 1.
+/// Exit code: another instance holds the name.
+pub(crate) const EXIT_ALREADY_RUNNING: u8 = 3;
+
+/// Prints `pipegate: error: …` and a hint; returns exit code 3 when another instance
+/// holds the name, else 1.
 pub(crate) fn error(err: &anyhow::Error) -> ExitCode {
     eprintln!("pipegate: error: {err:#}");
     if let Some(hint) = hint(err) {
         eprintln!("\nhint: {hint}");
     }
-    ExitCode::FAILURE
+    match discovery_error(err).map(pipegate_discovery::Error::kind) {
+        Some(
+            pipegate_discovery::ErrorKind::AlreadyRunning
+            | pipegate_discovery::ErrorKind::Unhealthy,
+        ) => ExitCode::from(EXIT_ALREADY_RUNNING),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn discovery_error(err: &anyhow::Error) -> Option<&pipegate_discovery::Error> {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<pipegate_discovery::Error>())
+}
+
+fn discovery_hint(err: &pipegate_discovery::Error) -> Option<String> {
+    use pipegate_discovery::ErrorKind as K;
+    let pid = err.instance().map(|r| r.pid).unwrap_or_default();
+    let hint = match err.kind() {
+        K::AlreadyRunning => "use the running instance (`pipegate status` shows it), stop it \
+            first, or start this one with another --name"
+            .to_owned(),
+        K::Unhealthy => format!(
+            "stop the stuck instance (PID {pid}), or pass --replace to take the name over \
+             (its listeners are still not touched while something answers on them)"
+        ),
+        K::Corrupt => "remove the file named above, or pass --replace to overwrite it".to_owned(),
+        K::Symlink => {
+            "pipegate never follows links in its records directory; remove the link".to_owned()
+        }
+        K::InsecureDirectory => "remove the directory named above (pipegate recreates it, 0700) \
+            or restore its ownership; `pipegate doctor` checks it"
+            .to_owned(),
+        K::NoStateDir => {
+            "set XDG_STATE_HOME to an absolute path, or pass --no-discovery".to_owned()
+        }
+        K::LockTimeout => "another pipegate is stuck starting up under this name; check \
+            `pipegate status`"
+            .to_owned(),
+        _ => return None,
+    };
+    Some(hint)
 }
 
 fn hint(err: &anyhow::Error) -> Option<String> {
+    if let Some(discovery) = discovery_error(err) {
+        return discovery_hint(discovery);
+    }
     let transport = err.chain().find_map(|cause| {
         cause
             .downcast_ref::<pipegate_transport::Error>()

@@ -1,5 +1,6 @@
 //! HTTP/1.1 trailers pass through the bridge in both directions (RFC 9110 §6.5), with raw
 //! peers on each side so the bytes on the wire are what is checked.
+#![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;

@@ -1,7 +1,12 @@
 //! One module per subcommand.
 
+mod doctor;
+mod instance;
 mod relay;
+mod request;
 mod serve;
+mod shell;
+mod status;
 
 use std::process::ExitCode;
 
@@ -11,5 +16,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => serve::run(args).await,
         Command::Relay(args) => relay::run(args).await,
+        Command::Shell(args) => shell::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Request(args) => request::run(args).await,
+        Command::Doctor(args) => doctor::run(args).await,
     }
 }

@@ -11,6 +11,7 @@ use pipegate_agent::Agent;
 use pipegate_proxy::{Bridge, Config, ForwardMode, HttpOptions, LocalService, ResBody};
 use pipegate_transport::{ConnectOptions, ListenOptions, Mode};
 
+use super::instance;
 use crate::cli::{ServeArgs, ServeMode};
 use crate::sys;
 
@@ -48,12 +49,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .listen_options(
             ListenOptions::new()
                 .allow_remote(args.allow_remote)
-                .pipe_sddl(args.pipe_sddl),
+                .pipe_sddl(args.pipe_sddl)
+                .allow_uids(args.allow_uid)
+                .allow_sids(args.allow_sid),
         )
         .connect_options(ConnectOptions::new().timeout(args.connect_timeout))
         .shutdown_grace(args.shutdown_grace)
         .max_connections(args.max_connections)
         .http(http);
+    // The single-instance guard decides before anything is bound, so a running instance's
+    // socket is never touched; its lock is held until the record is written.
+    let claim = instance::claim(&args.name, args.no_discovery, args.replace).await?;
+    let config = config.nonce(claim.as_ref().map(|c| c.nonce().to_owned()));
     let bridge = Bridge::bind(config).await.with_context(|| {
         format!(
             "cannot start `pipegate serve` on {}",
@@ -64,6 +71,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         )
     })?;
+    let registration = instance::register(
+        claim,
+        bridge.local_endpoints(),
+        mode_name,
+        args.upstream.clone(),
+    )?;
     for endpoint in bridge.local_endpoints() {
         tracing::info!(
             transport.endpoint = %endpoint,
@@ -75,6 +88,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("pipegate: listening on {endpoint}");
     }
     let summary = bridge.serve(sys::shutdown_signal()).await?;
+    instance::deregister(registration);
     tracing::info!(
         accepted = summary.accepted,
         aborted = summary.aborted,
@@ -92,10 +106,12 @@ impl LocalService for AgentService {
         request: http::Request<hyper::body::Incoming>,
         transport: Mode,
     ) -> Pin<Box<dyn Future<Output = http::Response<ResBody>> + Send>> {
-        let response = self
-            .0
-            .handle(request.method(), request.uri().path(), transport)
-            .map(|body| Full::new(body).map_err(|never| match never {}).boxed());
-        Box::pin(std::future::ready(response))
+        let agent = self.0.clone();
+        Box::pin(async move {
+            agent
+                .handle(request, transport)
+                .await
+                .map(|body| Full::new(body).map_err(|never| match never {}).boxed())
+        })
     }
 }

@@ -1,4 +1,5 @@
-//! Platform leaves: the shutdown signal and the default listen endpoint.
+//! Platform leaves: the shutdown signal, the default listen endpoint, and the local
+//! terminal for `pipegate shell` (raw mode, size, resize events).
 
 #[cfg(unix)]
 #[path = "unix.rs"]
@@ -9,3 +10,5 @@ mod imp;
 mod imp;
 
 pub(crate) use imp::{default_endpoint, shutdown_signal};
+// `pipegate shell`: the local terminal.
+pub(crate) use imp::{stdin_is_terminal, terminal_size, terminate_signal, RawMode, ResizeEvents};

@@ -28,20 +28,140 @@ pub(crate) fn default_endpoint(name: &str) -> Endpoint {
 }
 
 /// Where the default Unix socket goes: `$XDG_RUNTIME_DIR/pipegate/NAME.sock` when that
-/// is an absolute path, else a 0700 directory under the state dir.
+/// is an absolute path, else a 0700 directory under discovery's state dir (the same
+/// place instance records live), else the temp dir.
 fn default_socket_path(name: &str) -> PathBuf {
     let runtime = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute());
-    let base = runtime.unwrap_or_else(state_dir);
+    let base = runtime
+        .or_else(|| pipegate_discovery::state_dir().ok())
+        .unwrap_or_else(std::env::temp_dir);
     base.join("pipegate").join(format!("{name}.sock"))
 }
 
-/// `$XDG_STATE_HOME` if absolute, else `~/.local/state`.
-fn state_dir() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir)
+// ---- `pipegate shell`: the local terminal ----
+
+/// Whether stdin is a terminal (then `pipegate shell` is interactive).
+pub(crate) fn stdin_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdin())
+}
+
+/// The terminal's size in cells (from stdin), if it is a terminal with a size.
+pub(crate) fn terminal_size() -> Option<pipegate_agent::protocol::TerminalSize> {
+    use std::os::fd::AsFd as _;
+    let stdin = std::io::stdin();
+    let ws = rustix::termios::tcgetwinsize(stdin.as_fd()).ok()?;
+    (ws.ws_col > 0 && ws.ws_row > 0).then(|| {
+        pipegate_agent::protocol::TerminalSize::new(u32::from(ws.ws_col), u32::from(ws.ws_row))
+    })
+}
+
+/// The terminal settings to restore, shared with the panic hook.
+static SAVED_TERMIOS: std::sync::Mutex<Option<rustix::termios::Termios>> =
+    std::sync::Mutex::new(None);
+
+fn restore_terminal() {
+    use std::os::fd::AsFd as _;
+    let saved = SAVED_TERMIOS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(termios) = saved {
+        let stdin = std::io::stdin();
+        let _ = rustix::termios::tcsetattr(
+            stdin.as_fd(),
+            rustix::termios::OptionalActions::Now,
+            &termios,
+        );
+    }
+}
+
+/// The local terminal in raw mode (no echo, no line editing, no signals from keys, no
+/// output processing) until dropped. A panic restores it too (a hook runs before the
+/// panic message is printed); terminating signals are handled by `pipegate shell`,
+/// which drops this before it exits. Only SIGKILL can leave the terminal raw (`reset`
+/// repairs it).
+#[derive(Debug)]
+pub(crate) struct RawMode(());
+
+impl RawMode {
+    /// Saves the terminal settings of stdin and switches it to raw mode.
+    ///
+    /// # Errors
+    ///
+    /// stdin is not a terminal, or the settings cannot be read or changed.
+    pub(crate) fn enable() -> std::io::Result<RawMode> {
+        use std::os::fd::AsFd as _;
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(stdin.as_fd())?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        *SAVED_TERMIOS.lock().unwrap_or_else(|p| p.into_inner()) = Some(saved);
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                restore_terminal();
+                previous(info);
+            }));
+        });
+        if let Err(e) =
+            rustix::termios::tcsetattr(stdin.as_fd(), rustix::termios::OptionalActions::Now, &raw)
+        {
+            restore_terminal();
+            return Err(e.into());
+        }
+        Ok(RawMode(()))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// SIGWINCH, as a stream of "the terminal was resized" events.
+#[derive(Debug)]
+pub(crate) struct ResizeEvents(Option<tokio::signal::unix::Signal>);
+
+impl ResizeEvents {
+    pub(crate) fn new() -> ResizeEvents {
+        ResizeEvents(signal(SignalKind::window_change()).ok())
+    }
+
+    /// Completes at the next resize (never, if SIGWINCH cannot be watched).
+    pub(crate) async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(sig) => {
+                sig.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Completes with the signal's number on the first SIGTERM, SIGHUP, SIGINT or SIGQUIT.
+pub(crate) async fn terminate_signal() -> u8 {
+    use rustix::process::Signal;
+    async fn next(stream: &mut Option<tokio::signal::unix::Signal>, number: Signal) -> u8 {
+        match stream {
+            Some(stream) => {
+                stream.recv().await;
+                u8::try_from(number.as_raw()).unwrap_or(u8::MAX)
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut quit = signal(SignalKind::quit()).ok();
+    tokio::select! {
+        n = next(&mut term, Signal::TERM) => n,
+        n = next(&mut hup, Signal::HUP) => n,
+        n = next(&mut int, Signal::INT) => n,
+        n = next(&mut quit, Signal::QUIT) => n,
+    }
 }

@@ -11,7 +11,9 @@
 mod support;
 
 mod bridge;
+mod discovery;
 mod lifecycle;
 mod logging;
 mod relay;
+mod shell;
 mod windows;

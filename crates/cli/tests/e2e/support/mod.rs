@@ -61,6 +61,40 @@ impl TestEnv {
         self.dir.path().join(name)
     }
 
+    /// `XDG_STATE_HOME` for this test's `pipegate` processes (discovery records go under
+    /// it), so instances of different tests never meet.
+    pub(crate) fn state_home(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    /// `XDG_RUNTIME_DIR` for this test's processes (default sockets), created 0700.
+    pub(crate) fn runtime_dir(&self) -> PathBuf {
+        let dir = self.path("run");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).expect("create the runtime dir");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod 0700 the runtime dir");
+        }
+        dir
+    }
+
+    /// `pipegate ARGS…` with discovery and the default socket inside this test's directory.
+    pub(crate) fn pipegate(&self, args: &[&str]) -> Command {
+        let mut cmd = pipegate(args);
+        cmd.env("XDG_STATE_HOME", self.state_home())
+            .env("XDG_RUNTIME_DIR", self.runtime_dir());
+        cmd
+    }
+
+    /// [`serve`] with this test's discovery directory.
+    pub(crate) async fn serve(&self, args: &[&str]) -> (Proc, String) {
+        let mut full = vec!["serve"];
+        full.extend_from_slice(args);
+        let proc = Proc::spawn("pipegate serve", self.pipegate(&full), true);
+        let endpoint = proc.wait_listening(STARTUP).await;
+        (proc, endpoint)
+    }
+
     /// A socket path inside the scratch directory, checked to be short enough to bind.
     pub(crate) fn sock(&self, name: &str) -> PathBuf {
         let path = self.path(name);
@@ -270,15 +304,29 @@ impl Drop for Proc {
     }
 }
 
-/// `pipegate ARGS…` with a clean logging environment and no stdin.
+/// `pipegate ARGS…` with a clean logging environment and no stdin, and discovery records
+/// in a directory of its own (so the single-instance guard never sees another test's
+/// `serve`; [`TestEnv::pipegate`] shares one directory among a test's processes).
 pub(crate) fn pipegate(args: &[&str]) -> Command {
     let mut cmd = Command::new(PIPEGATE);
     cmd.args(args)
         .env_remove("PIPEGATE_LOG")
         .env_remove("PIPEGATE_LOG_FORMAT")
         .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", private_state_home())
         .stdin(Stdio::null());
     cmd
+}
+
+/// A fresh state directory under cargo's per-target scratch space (left there for
+/// post-mortems; `cargo clean` removes it).
+fn private_state_home() -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "e2e-state/{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
 }
 
 /// Starts `pipegate serve ARGS…` and waits until it listens; returns it and the endpoint.
