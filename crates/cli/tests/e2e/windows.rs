@@ -10,15 +10,37 @@
 //! Wine has no AF_UNIX, so loopback TCP is what crosses the Windows/Linux boundary, as it
 //! does from a Windows host into WSL. Wine does not enforce pipe DACLs, so this checks
 //! forwarding, not access control.
+//!
+//! Three tests, run one at a time (a lock: Wine processes are heavy on a small machine):
+//! raw bytes and `relay` (above); HTTP + WebSocket from a Windows client over the pipe to a
+//! Linux upstream (the WSL topology in `--mode http`); and the reverse, a Linux client on
+//! loopback TCP reaching a Windows HTTP server on a named pipe.
 
+use std::convert::Infallible;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 
 use crate::support::{payload, sha256, tcp_upstream, within, Behavior, Proc, TestEnv};
 
@@ -29,6 +51,20 @@ const NODE_BYTES: usize = 256 * 1024;
 const RELAY_BYTES: usize = 2 * 1024 * 1024 + 3;
 /// A Wine process's first start in a fresh prefix takes ~10 s; allow for a loaded machine.
 const WINE_STARTUP: Duration = Duration::from_secs(90);
+/// How long a Node.js script under Wine may run, start-up included.
+const NODE_LIMIT: Duration = Duration::from_secs(180);
+/// The HTTP + WebSocket client: the POST body and the number of WebSocket messages.
+const POST_BYTES: usize = 1024 * 1024;
+const WS_MESSAGES: usize = 200;
+/// The reverse direction: concurrent requests, and requests on one kept-alive connection.
+const CONCURRENT: usize = 50;
+const KEEP_ALIVE_REQUESTS: usize = 20;
+/// One HTTP exchange through pipegate.exe from the Linux side.
+const EXCHANGE: Duration = Duration::from_secs(60);
+
+/// The Wine tests run one at a time: each starts several Wine processes, and two or three
+/// tests' worth at once on a 2-core machine only turns into timeouts.
+static WINE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct WinTools {
     exe: PathBuf,
@@ -110,25 +146,31 @@ fn wine(program: &Path) -> Command {
     cmd
 }
 
-fn unique_pipe_name() -> String {
+/// A pipe name no other test or run uses: process id, a per-process counter, the clock.
+fn unique_pipe_name(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("pipegate-e2e-{}-{nanos}", std::process::id())
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("pipegate-e2e-{tag}-{}-{n}-{nanos}", std::process::id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_pipegate_under_wine_bridges_named_pipe_to_linux_tcp() {
     let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
     let env = TestEnv::new();
     let upstream = tcp_upstream(Behavior::Echo).await;
-    let pipe = unique_pipe_name();
+    let pipe = unique_pipe_name("raw");
     let listen = format!("npipe://{pipe}");
 
     let mut cmd = wine(&tools.exe);
     cmd.args([
         "serve",
+        // Wine's %LOCALAPPDATA% is shared across runs: keep these out of discovery.
+        "--no-discovery",
         "--mode",
         "raw",
         "--listen",
@@ -139,7 +181,7 @@ async fn windows_pipegate_under_wine_bridges_named_pipe_to_linux_tcp() {
         "1s",
     ])
     .stdin(Stdio::null());
-    let serve = Proc::spawn("pipegate.exe serve (Wine)", cmd, true);
+    let mut serve = Proc::spawn("pipegate.exe serve (Wine)", cmd, true);
     let endpoint = serve.wait_listening(WINE_STARTUP).await;
     assert_eq!(endpoint, listen);
 
@@ -246,5 +288,679 @@ async fn windows_pipegate_under_wine_bridges_named_pipe_to_linux_tcp() {
         "relay exit status\n{}",
         relay.dump()
     );
-    drop(serve);
+    kill_proc(&mut serve).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP mode: helpers.
+
+/// `pipegate.exe serve --listen LISTEN --upstream UPSTREAM` under Wine, in the default
+/// mode (http). Killed when dropped; tests also stop it explicitly with [`kill_proc`].
+fn serve_under_wine(tools: &WinTools, listen: &str, upstream: &str) -> Proc {
+    let mut cmd = wine(&tools.exe);
+    cmd.args([
+        "serve",
+        // Wine's %LOCALAPPDATA% is shared across runs: keep these out of discovery.
+        "--no-discovery",
+        "--listen",
+        listen,
+        "--upstream",
+        upstream,
+        "--shutdown-grace",
+        "1s",
+    ])
+    .stdin(Stdio::null());
+    Proc::spawn("pipegate.exe serve, http mode (Wine)", cmd, true)
+}
+
+/// Kills a process and waits (bounded) until it is gone.
+async fn kill_proc(proc: &mut Proc) {
+    let _ = proc.child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(15), proc.child.wait()).await;
+}
+
+/// A script run by the Windows Node.js under Wine. Its stdout and stderr go to files:
+/// Wine hands a Linux pipe to Node as a handle libuv cannot open. Killed when dropped
+/// (after printing its output if the test is failing).
+struct Node {
+    label: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Node {
+    /// Starts `node.exe js/SCRIPT ARGS…`; `label` names its output files in `env`.
+    fn spawn(tools: &WinTools, env: &TestEnv, label: &str, script: &str, args: &[String]) -> Node {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/e2e/js")
+            .join(script);
+        let out = env.path(&format!("{label}.out"));
+        let err = env.path(&format!("{label}.err"));
+        let mut cmd = wine(&tools.node);
+        cmd.arg(windows_path(&script))
+            .args(args)
+            .env("NODE_SKIP_PLATFORM_CHECK", "1")
+            .env("NODE_PATH", windows_path(&tools.node_modules))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("node stdout file"))
+            .stderr(std::fs::File::create(&err).expect("node stderr file"))
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn node.exe ({label}) under Wine: {e}"));
+        Node {
+            label: label.to_owned(),
+            child,
+            out,
+            err,
+        }
+    }
+
+    /// What the script printed so far.
+    fn dump(&self) -> String {
+        format!(
+            "----- {label} (node.exe) stdout -----\n{}\n----- {label} stderr -----\n{}\n\
+             ----- end of {label} -----",
+            std::fs::read_to_string(&self.out).unwrap_or_default(),
+            std::fs::read_to_string(&self.err).unwrap_or_default(),
+            label = self.label,
+        )
+    }
+
+    /// Waits for the script to end; kills it and fails after `limit`.
+    async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => status.expect("wait for node.exe"),
+            Err(_) => {
+                self.stop().await;
+                panic!("{} did not finish within {limit:?}", self.label);
+            }
+        }
+    }
+
+    /// Waits until the script writes `ready` (a JSON line) and returns it; fails if the
+    /// script exits first, reports an error in `ready.error`, or `limit` passes.
+    async fn wait_ready(&mut self, ready: &Path, limit: Duration) -> Value {
+        let error_file = PathBuf::from(format!("{}.error", ready.display()));
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(ready) {
+                return serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+                    panic!("{}: ready file is not JSON ({e}): {text}", self.label)
+                });
+            }
+            if let Ok(text) = std::fs::read_to_string(&error_file) {
+                panic!("{} failed to start: {text}", self.label);
+            }
+            if let Some(status) = self.child.try_wait().expect("poll node.exe") {
+                panic!("{} exited ({status}) before it was ready", self.label);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} was not ready within {limit:?}",
+                self.label
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the script and waits (bounded) until it is gone.
+    async fn stop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.dump());
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Every value of header `name`, joined with ", ".
+fn header_text(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get_all(name)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One request as the Linux upstream received it.
+#[derive(Debug, Clone)]
+struct SeenRequest {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body_len: usize,
+    body_sha256: String,
+}
+
+/// What the Linux upstream saw and did.
+#[derive(Debug, Default)]
+struct UpstreamLog {
+    requests: Vec<SeenRequest>,
+    ws_echoed: usize,
+    ws_close_sent: bool,
+}
+
+/// A Linux-native HTTP + WebSocket upstream on loopback TCP (hyper, tokio-tungstenite):
+///   GET /hello → "hello from linux"; POST /echo → the body back; GET /ws → a WebSocket
+///   that echoes every message and, on the text "close-me", closes with 4001
+///   "bye from linux"; anything else → 404.
+/// Every answer reports what arrived (x-seen-via, x-seen-host, x-seen-hop, x-body-length,
+/// x-body-sha256) and names a header of its own in Connection (x-upstream-hop), which
+/// pipegate must drop on the way back. Stops accepting when dropped.
+struct HttpUpstream {
+    endpoint: String,
+    log: Arc<Mutex<UpstreamLog>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl HttpUpstream {
+    async fn start() -> HttpUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the Linux upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let log = Arc::new(Mutex::new(UpstreamLog::default()));
+        let accept_log = Arc::clone(&log);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let log = Arc::clone(&accept_log);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| upstream_answer(Arc::clone(&log), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        HttpUpstream {
+            endpoint: format!("tcp://{addr}"),
+            log,
+            task,
+        }
+    }
+
+    fn requests(&self) -> Vec<SeenRequest> {
+        self.log.lock().expect("upstream log").requests.clone()
+    }
+}
+
+async fn upstream_answer(
+    log: Arc<Mutex<UpstreamLog>>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let headers = req.headers().clone();
+    let upgrade = if path == "/ws" {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let digest = sha256(&body);
+    log.lock()
+        .expect("upstream log")
+        .requests
+        .push(SeenRequest {
+            method: method.clone(),
+            path: path.clone(),
+            headers: headers.clone(),
+            body_len: body.len(),
+            body_sha256: digest.clone(),
+        });
+
+    if let Some(on_upgrade) = upgrade {
+        let Some(key) = headers.get("sec-websocket-key") else {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"not a WebSocket")));
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            return Ok(resp);
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        tokio::spawn(websocket_echo(on_upgrade, log));
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::CONNECTION, "upgrade")
+            .header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Full::new(Bytes::new()))
+            .expect("101 response");
+        return Ok(resp);
+    }
+
+    let (status, out) = match (method.as_str(), path.as_str()) {
+        ("GET", "/hello") => (StatusCode::OK, Bytes::from_static(b"hello from linux")),
+        ("POST", "/echo") => (StatusCode::OK, body.clone()),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"not found")),
+    };
+    let mut resp = Response::new(Full::new(out));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    let value = |s: String| HeaderValue::from_str(&s).expect("header value");
+    h.insert("x-seen-via", value(header_text(&headers, "via")));
+    h.insert("x-seen-host", value(header_text(&headers, "host")));
+    h.insert("x-seen-hop", value(header_text(&headers, "x-hop")));
+    h.insert("x-body-length", value(body.len().to_string()));
+    h.insert("x-body-sha256", value(digest));
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("x-upstream-hop"),
+    );
+    h.insert("x-upstream-hop", HeaderValue::from_static("1"));
+    Ok(resp)
+}
+
+async fn websocket_echo(on_upgrade: hyper::upgrade::OnUpgrade, log: Arc<Mutex<UpstreamLog>>) {
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    while let Some(Ok(msg)) = ws.next().await {
+        match msg {
+            Message::Text(ref text) if text.as_str() == "close-me" => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(4001),
+                    reason: "bye from linux".into(),
+                };
+                if ws.close(Some(frame)).await.is_err() {
+                    break;
+                }
+                log.lock().expect("upstream log").ws_close_sent = true;
+            }
+            Message::Text(_) | Message::Binary(_) => {
+                log.lock().expect("upstream log").ws_echoed += 1;
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> String {
+        header_text(&self.headers, name)
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A fresh HTTP/1.1 connection (hyper's client) to `addr` (`127.0.0.1:PORT`).
+async fn http1_connect(addr: &str) -> Sender {
+    let tcp = within(
+        EXCHANGE,
+        "TCP connect to pipegate.exe",
+        TcpStream::connect(addr),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) = within(
+        EXCHANGE,
+        "HTTP/1.1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(tcp)),
+    )
+    .await
+    .expect("HTTP/1.1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+/// `METHOD PATH` with `Host: pipegate.test` and `body`.
+fn request(method: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "pipegate.test")
+        .body(Full::new(body))
+        .expect("a valid request")
+}
+
+/// Sends `req` on `sender` and reads the whole response, within [`EXCHANGE`].
+async fn exchange(sender: &mut Sender, req: Request<Full<Bytes>>) -> Reply {
+    let what = format!("{} {}", req.method(), req.uri());
+    within(EXCHANGE, &what, async {
+        sender
+            .ready()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: connection not ready: {e}"));
+        let resp = sender
+            .send_request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"))
+            .to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+}
+
+/// The JSON summary a Node.js script wrote, with everything needed to debug a failure.
+fn read_summary(path: &Path, status: ExitStatus, node: &Node, serve: &Proc) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let summary: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{}: summary is not JSON ({e}), exit {status}: {text:?}\n{}\n{}",
+            node.label,
+            node.dump(),
+            serve.dump()
+        )
+    });
+    assert!(
+        status.success() && summary["ok"] == Value::Bool(true),
+        "{} reported failure (exit {status}); failed checks: {}\nsummary: {summary:#}\n{}\n{}",
+        node.label,
+        summary["failed"],
+        node.dump(),
+        serve.dump()
+    );
+    summary
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP mode: the tests.
+
+/// The WSL topology in HTTP mode: Windows Node.js → `\\.\pipe\NAME` → pipegate.exe (Wine)
+/// → loopback TCP → a Linux-native HTTP + WebSocket upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_http_and_websocket_from_named_pipe_to_linux_tcp() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let started = Instant::now();
+    let env = TestEnv::new();
+    let upstream = HttpUpstream::start().await;
+    let pipe = unique_pipe_name("http");
+    let listen = format!("npipe://{pipe}");
+    let mut serve = serve_under_wine(&tools, &listen, &upstream.endpoint);
+    let endpoint = serve.wait_listening(WINE_STARTUP).await;
+    assert_eq!(endpoint, listen);
+    let listening = started.elapsed();
+
+    let summary_path = env.path("client-summary.json");
+    let mut node = Node::spawn(
+        &tools,
+        &env,
+        "http-ws-client",
+        "pipe_http_ws_client.js",
+        &[
+            pipe.clone(),
+            windows_path(&summary_path),
+            POST_BYTES.to_string(),
+            WS_MESSAGES.to_string(),
+        ],
+    );
+    let status = node.wait(NODE_LIMIT).await;
+    let summary = read_summary(&summary_path, status, &node, &serve);
+    eprintln!("node.exe HTTP + WebSocket client: {summary}");
+    assert_eq!(summary["platform"], "win32");
+    assert_eq!(summary["ws_version"], "8.18.3", "ws from NODE_PATH");
+    assert_eq!(summary["ws_messages"].as_u64(), Some(WS_MESSAGES as u64));
+
+    // What crossed into Linux.
+    let seen = upstream.requests();
+    let context = format!("the upstream saw: {seen:#?}\n{}", serve.dump());
+    let one = |method: &str, path: &str| -> SeenRequest {
+        let matching: Vec<_> = seen
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect();
+        assert_eq!(matching.len(), 1, "{method} {path} seen once\n{context}");
+        matching[0].clone()
+    };
+    assert!(
+        !seen.iter().any(|r| r.path.starts_with("/_pipegate/")),
+        "/_pipegate/ reached the upstream\n{context}"
+    );
+    let get = one("GET", "/hello");
+    let post = one("POST", "/echo");
+    let ws = one("GET", "/ws");
+    for r in [&get, &post, &ws] {
+        assert_eq!(
+            header_text(&r.headers, "via"),
+            "1.1 pipegate",
+            "Via on {} {}\n{context}",
+            r.method,
+            r.path
+        );
+        assert_eq!(
+            header_text(&r.headers, "host"),
+            "pipegate.test",
+            "{context}"
+        );
+    }
+    assert!(!get.headers.contains_key("x-hop"), "{context}");
+    assert!(
+        !header_text(&get.headers, "connection")
+            .to_ascii_lowercase()
+            .contains("x-hop"),
+        "{context}"
+    );
+    assert_eq!(post.body_len, POST_BYTES, "{context}");
+    assert_eq!(
+        Some(post.body_sha256.as_str()),
+        summary["post_sha256"].as_str(),
+        "the POST body's SHA-256 at the upstream\n{context}"
+    );
+    assert_eq!(
+        header_text(&ws.headers, "upgrade").to_ascii_lowercase(),
+        "websocket",
+        "{context}"
+    );
+    assert!(
+        header_text(&ws.headers, "connection")
+            .to_ascii_lowercase()
+            .contains("upgrade"),
+        "{context}"
+    );
+    assert!(ws.headers.contains_key("sec-websocket-key"), "{context}");
+    {
+        let log = upstream.log.lock().expect("upstream log");
+        assert_eq!(log.ws_echoed, WS_MESSAGES, "messages the upstream echoed");
+        assert!(log.ws_close_sent, "the upstream sent its close frame");
+    }
+
+    node.stop().await;
+    kill_proc(&mut serve).await;
+    eprintln!(
+        "windows http+ws: pipegate.exe listening after {:.1?}, whole test {:.1?} \
+         (node.exe: {} ms, {} WebSocket bytes)",
+        listening,
+        started.elapsed(),
+        summary["elapsed_ms"],
+        summary["ws_bytes"]
+    );
+}
+
+/// The reverse: a Linux client on loopback TCP → pipegate.exe (Wine) → `\\.\pipe\NAME` →
+/// a Windows Node.js HTTP server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_http_from_linux_tcp_to_named_pipe_upstream() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let started = Instant::now();
+    let env = TestEnv::new();
+    let pipe = unique_pipe_name("upstream");
+    let ready = env.path("server-ready.json");
+    let mut server = Node::spawn(
+        &tools,
+        &env,
+        "http-server",
+        "pipe_http_server.js",
+        &[pipe.clone(), windows_path(&ready), "300000".to_owned()],
+    );
+    let info = server.wait_ready(&ready, WINE_STARTUP).await;
+    assert_eq!(info["platform"], "win32", "{info}");
+
+    let mut serve = serve_under_wine(&tools, "tcp://127.0.0.1:0", &format!("npipe://{pipe}"));
+    let endpoint = serve.wait_listening(WINE_STARTUP).await;
+    let addr = endpoint
+        .strip_prefix("tcp://")
+        .unwrap_or_else(|| panic!("a TCP endpoint: {endpoint}"))
+        .to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "the real port is printed: {endpoint}"
+    );
+    let listening = started.elapsed();
+
+    // GET, with a header named in Connection that must not reach the Windows server.
+    let mut sender = http1_connect(&addr).await;
+    let mut get = request("GET", "/hello", Bytes::new());
+    get.headers_mut().insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("keep-alive, x-hop"),
+    );
+    get.headers_mut()
+        .insert("x-hop", HeaderValue::from_static("must-not-pass"));
+    let reply = exchange(&mut sender, get).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.body, "hello from windows", "{reply:?}");
+    assert_eq!(reply.header("via"), "1.1 pipegate", "{reply:?}");
+    assert_eq!(reply.header("x-seen-via"), "1.1 pipegate", "{reply:?}");
+    assert_eq!(reply.header("x-seen-host"), "pipegate.test", "{reply:?}");
+    assert_eq!(reply.header("x-seen-hop"), "", "{reply:?}");
+
+    // POST 1 MiB on the same connection: echoed whole, checksummed on both ends.
+    let data = Bytes::from(payload(7, POST_BYTES));
+    let digest = sha256(&data);
+    let reply = exchange(&mut sender, request("POST", "/echo", data.clone())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.headers);
+    assert_eq!(reply.header("x-body-length"), POST_BYTES.to_string());
+    assert_eq!(
+        reply.header("x-body-sha256"),
+        digest,
+        "the server's checksum"
+    );
+    assert_eq!(reply.body.len(), POST_BYTES, "echoed length");
+    assert_eq!(sha256(&reply.body), digest, "the echo's checksum");
+    assert_eq!(reply.header("via"), "1.1 pipegate");
+
+    // pipegate's own health endpoint, answered on the Windows side of the bridge.
+    let reply = exchange(
+        &mut sender,
+        request("GET", "/_pipegate/health", Bytes::new()),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+
+    // Many requests on one kept-alive connection.
+    for i in 0..KEEP_ALIVE_REQUESTS {
+        let reply = exchange(
+            &mut sender,
+            request("GET", &format!("/item/{i}"), Bytes::new()),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "keep-alive request {i}: {reply:?}"
+        );
+        assert_eq!(
+            reply.body,
+            format!("item {i} from windows"),
+            "keep-alive request {i}"
+        );
+    }
+    drop(sender);
+
+    // Concurrent requests, each on its own connection: half GETs, half POSTs.
+    let concurrent_started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..CONCURRENT {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sender = http1_connect(&addr).await;
+            if i % 2 == 0 {
+                let reply = exchange(
+                    &mut sender,
+                    request("GET", &format!("/item/{i}"), Bytes::new()),
+                )
+                .await;
+                assert_eq!(reply.status, StatusCode::OK, "request {i}: {reply:?}");
+                assert_eq!(reply.body, format!("item {i} from windows"), "request {i}");
+            } else {
+                let data = Bytes::from(payload(1000 + i as u64, 64 * 1024 + i));
+                let reply = exchange(&mut sender, request("POST", "/echo", data.clone())).await;
+                assert_eq!(
+                    reply.status,
+                    StatusCode::OK,
+                    "request {i}: {:?}",
+                    reply.headers
+                );
+                assert!(reply.body == data, "request {i}: echo differs");
+                assert_eq!(reply.header("x-body-sha256"), sha256(&data), "request {i}");
+            }
+        }));
+    }
+    let mut failures = Vec::new();
+    within(Duration::from_secs(120), "the concurrent requests", async {
+        for (i, task) in tasks.into_iter().enumerate() {
+            if let Err(e) = task.await {
+                failures.push(format!("request {i}: {e}"));
+            }
+        }
+    })
+    .await;
+    assert!(
+        failures.is_empty(),
+        "{} of {CONCURRENT} concurrent requests failed: {failures:#?}\n{}",
+        failures.len(),
+        serve.dump()
+    );
+    let concurrent = concurrent_started.elapsed();
+
+    // The Windows server's own count: nothing under /_pipegate/ reached it.
+    let mut sender = http1_connect(&addr).await;
+    let reply = exchange(&mut sender, request("GET", "/stats", Bytes::new())).await;
+    let stats: Value = serde_json::from_slice(&reply.body).expect("stats JSON");
+    assert_eq!(stats["pipegate_paths"], 0, "{stats}");
+    let expected = 2 + KEEP_ALIVE_REQUESTS + CONCURRENT + 1;
+    assert_eq!(stats["requests"].as_u64(), Some(expected as u64), "{stats}");
+    drop(sender);
+
+    kill_proc(&mut serve).await;
+    server.stop().await;
+    eprintln!(
+        "windows reverse http: pipegate.exe listening after {listening:.1?}, \
+         {CONCURRENT} concurrent requests in {concurrent:.1?}, whole test {:.1?} \
+         (server stats {stats})",
+        started.elapsed()
+    );
 }
