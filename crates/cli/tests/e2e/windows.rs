@@ -11,10 +11,13 @@
 //! does from a Windows host into WSL. Wine does not enforce pipe DACLs, so this checks
 //! forwarding, not access control.
 //!
-//! Three tests, run one at a time (a lock: Wine processes are heavy on a small machine):
+//! Five tests, run one at a time (a lock: Wine processes are heavy on a small machine):
 //! raw bytes and `relay` (above); HTTP + WebSocket from a Windows client over the pipe to a
-//! Linux upstream (the WSL topology in `--mode http`); and the reverse, a Linux client on
-//! loopback TCP reaching a Windows HTTP server on a named pipe.
+//! Linux upstream (the WSL topology in `--mode http`); the reverse, a Linux client on
+//! loopback TCP reaching a Windows HTTP server on a named pipe; a PTY session of a
+//! Linux-native agent driven from Windows through the bridge (size, resize, SIGINT, exit
+//! status); and `pipegate.exe request` against the Windows agent on a named pipe, by
+//! endpoint and by discovered instance name.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -42,7 +45,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::support::{payload, sha256, tcp_upstream, within, Behavior, Proc, TestEnv};
+use crate::support::{payload, pipegate, sha256, tcp_upstream, within, Behavior, Proc, TestEnv};
 
 /// Concurrent Node.js clients and bytes each sends.
 const NODE_CLIENTS: usize = 64;
@@ -961,6 +964,428 @@ async fn windows_pipegate_under_wine_http_from_linux_tcp_to_named_pipe_upstream(
         "windows reverse http: pipegate.exe listening after {listening:.1?}, \
          {CONCURRENT} concurrent requests in {concurrent:.1?}, whole test {:.1?} \
          (server stats {stats})",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The agent through the bridge, and `pipegate.exe request`.
+
+/// `--no-auth` when this build's `pipegate serve` has it (TCP listeners may require a
+/// bearer token by default; the Windows bridge in front of the agent does not send one),
+/// otherwise nothing.
+async fn no_auth_flag() -> Option<&'static str> {
+    let out = within(
+        Duration::from_secs(20),
+        "pipegate serve --help",
+        pipegate(&["serve", "--help"]).output(),
+    )
+    .await
+    .expect("run pipegate serve --help");
+    assert!(
+        out.status.success(),
+        "pipegate serve --help failed: {out:?}"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .contains("--no-auth")
+        .then_some("--no-auth")
+}
+
+/// Waits until the Linux process `parent` has a child named `name` (from /proc).
+async fn wait_for_child(parent: u64, name: &str, limit: Duration) {
+    let find = || {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+                let ppid: u64 = rest.split_whitespace().nth(1)?.parse().ok()?;
+                (ppid == parent && comm == name).then_some(())
+            })
+    };
+    let deadline = Instant::now() + limit;
+    while find().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no child {name:?} of pid {parent} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the script writes `path` (one JSON line) and returns it, or returns the
+/// script's exit status if it ends first.
+async fn wait_file_or_exit(
+    node: &mut Node,
+    path: &Path,
+    limit: Duration,
+) -> Result<Value, ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(value) = serde_json::from_str(text.trim()) {
+                return Ok(value);
+            }
+        }
+        if let Some(status) = node.child.try_wait().expect("poll node.exe") {
+            return Err(status);
+        }
+        if Instant::now() >= deadline {
+            node.stop().await;
+            panic!(
+                "{} wrote no {} within {limit:?}\n{}",
+                node.label,
+                path.display(),
+                node.dump()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The Windows agent: `pipegate.exe serve ARGS… --shutdown-grace 1s` (no --upstream).
+fn agent_under_wine(tools: &WinTools, args: &[&str]) -> Command {
+    let mut cmd = wine(&tools.exe);
+    cmd.arg("serve")
+        .args(args)
+        .args(["--shutdown-grace", "1s"])
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What a finished `pipegate.exe` command printed.
+struct Ran {
+    what: String,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` exited {}\n----- stdout -----\n{}\n----- stderr -----\n{}\n----- end -----",
+            self.what, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `pipegate.exe ARGS…` under Wine to completion (bounded), with `envs` added.
+/// stdout and stderr are Linux pipes: a Rust program under Wine writes to them (Node
+/// cannot). They are read until the program exits and then until EOF, for a bounded
+/// time (a wineserver started by the program could hold them open).
+async fn run_exe(tools: &WinTools, args: &[&str], envs: &[(&str, String)]) -> Ran {
+    let what = format!("pipegate.exe {}", args.join(" "));
+    let mut cmd = wine(&tools.exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {what} under Wine: {e}"));
+    let collect = |mut pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let task = tokio::spawn(async move {
+            let mut chunk = vec![0u8; 16 * 1024];
+            while let Ok(n) = pipe.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().expect("output").extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buf, task)
+    };
+    let (out, out_task) = collect(Box::new(child.stdout.take().expect("stdout")));
+    let (err, err_task) = collect(Box::new(child.stderr.take().expect("stderr")));
+    let text = |buf: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&buf.lock().expect("output")).into_owned()
+    };
+    let status = match tokio::time::timeout(WINE_STARTUP, child.wait()).await {
+        Ok(status) => status.expect("wait for pipegate.exe"),
+        Err(_) => {
+            let _ = child.start_kill();
+            panic!(
+                "{what} did not finish within {WINE_STARTUP:?}\nstdout: {}\nstderr: {}",
+                text(&out),
+                text(&err)
+            );
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = out_task.await;
+        let _ = err_task.await;
+    })
+    .await;
+    Ran {
+        what,
+        status,
+        stdout: text(&out),
+        stderr: text(&err),
+    }
+}
+
+/// The issue's session scenario across the WSL topology: the Windows Node.js (ws) →
+/// `\\.\pipe\NAME` → pipegate.exe serve (Wine, http mode) → loopback TCP → a Linux-native
+/// `pipegate serve` (the agent) → a real PTY. Size, resize, SIGINT and the exit status
+/// cross the pipe and the forwarder both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_agent_session_through_named_pipe() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let started = Instant::now();
+    let env = TestEnv::new();
+
+    // The agent: Linux-native on loopback TCP, its discovery record in this test's dir.
+    let mut agent_args = vec!["--listen", "tcp://127.0.0.1:0", "--shutdown-grace", "1s"];
+    agent_args.extend(no_auth_flag().await);
+    let (mut agent, agent_endpoint) = env.serve(&agent_args).await;
+    assert!(
+        agent_endpoint.starts_with("tcp://127.0.0.1:") && !agent_endpoint.ends_with(":0"),
+        "the agent's real port is printed: {agent_endpoint}\n{}",
+        agent.dump()
+    );
+
+    // The bridge: pipegate.exe on a named pipe, forwarding to the agent.
+    let pipe = unique_pipe_name("agent");
+    let listen = format!("npipe://{pipe}");
+    let mut bridge = serve_under_wine(&tools, &listen, &agent_endpoint);
+    let endpoint = bridge.wait_listening(WINE_STARTUP).await;
+    assert_eq!(endpoint, listen);
+    let listening = started.elapsed();
+
+    let summary_path = env.path("session-summary.json");
+    let progress_path = env.path("session-progress.json");
+    let go_path = env.path("session-go");
+    let mut node = Node::spawn(
+        &tools,
+        &env,
+        "session-client",
+        "pipe_agent_session_client.js",
+        &[
+            pipe.clone(),
+            windows_path(&summary_path),
+            windows_path(&progress_path),
+            windows_path(&go_path),
+        ],
+    );
+    // After "40 100" the script reports the session's pid and waits: SIGINT must land
+    // once `sleep` runs (sent while dash sets it up, dash would wait for sleep first).
+    match wait_file_or_exit(&mut node, &progress_path, NODE_LIMIT).await {
+        Ok(progress) => {
+            let pid = progress["pid"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no pid in {progress}\n{}", node.dump()));
+            wait_for_child(pid, "sleep", Duration::from_secs(30)).await;
+            std::fs::write(&go_path, b"go\n").expect("write the go file");
+        }
+        Err(status) => {
+            // The script gave up early: its summary says why.
+            read_summary(&summary_path, status, &node, &bridge);
+            panic!(
+                "{} ended ({status}) before the resize step\n{}",
+                node.label,
+                node.dump()
+            );
+        }
+    }
+    let status = node.wait(NODE_LIMIT).await;
+    let summary = read_summary(&summary_path, status, &node, &bridge);
+    eprintln!("node.exe session client: {summary}");
+    let context = format!("summary: {summary:#}\n{}\n{}", bridge.dump(), agent.dump());
+    assert_eq!(summary["platform"], "win32", "{context}");
+    assert_eq!(
+        summary["ws_version"], "8.18.3",
+        "ws from NODE_PATH\n{context}"
+    );
+    assert_eq!(summary["subprotocol"], "pipegate.pty.v1", "{context}");
+    // The agent saw the request arrive over TCP from the bridge; it runs on Linux.
+    assert_eq!(summary["info"]["os"], "linux", "{context}");
+    assert_eq!(summary["info"]["transport"], "tcp", "{context}");
+    assert_eq!(
+        summary["info"]["pid"].as_u64(),
+        Some(u64::from(agent.pid())),
+        "the Linux agent answered\n{context}"
+    );
+    let stdout = summary["stdout"].as_str().unwrap_or_default();
+    let at_24_80 = stdout.find("24 80");
+    let at_40_100 = stdout.find("40 100");
+    assert!(
+        at_24_80.is_some() && at_40_100.is_some() && at_24_80 < at_40_100,
+        "stty size before and after the resize: {stdout:?}\n{context}"
+    );
+    // The status (channel 3): Kubernetes' metav1.Status shape, exit code 128 + SIGINT.
+    let st = &summary["status"];
+    assert_eq!(st["kind"], "Status", "{context}");
+    assert_eq!(st["status"], "Failure", "{context}");
+    assert_eq!(st["reason"], "NonZeroExitCode", "{context}");
+    assert_eq!(
+        st["message"], "command terminated by signal SIGINT",
+        "{context}"
+    );
+    let causes = st["details"]["causes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let cause = |reason: &str| {
+        causes
+            .iter()
+            .find(|c| c["reason"] == reason)
+            .map(|c| c["message"].clone())
+    };
+    assert_eq!(cause("ExitCode"), Some(Value::from("130")), "{context}");
+    assert_eq!(cause("Signal"), Some(Value::from("SIGINT")), "{context}");
+    assert_eq!(summary["close_code"].as_u64(), Some(1000), "{context}");
+    assert_eq!(summary["session"]["state"], "exited", "{context}");
+    assert_eq!(
+        summary["session"]["exit"],
+        serde_json::json!({"code": 130, "signal": "SIGINT"}),
+        "{context}"
+    );
+
+    kill_proc(&mut bridge).await;
+    agent.signal("TERM");
+    let agent_exit = agent.wait_exit(Duration::from_secs(20)).await;
+    assert!(agent_exit.success(), "the agent's exit\n{}", agent.dump());
+    eprintln!(
+        "windows agent session: pipegate.exe listening after {listening:.1?}, node.exe \
+         {} ms, whole test {:.1?}",
+        summary["elapsed_ms"],
+        started.elapsed()
+    );
+}
+
+/// `pipegate.exe request` against the Windows agent on a named pipe: by endpoint (body,
+/// `-i`, `-f`), and by discovered instance name (`--name`), whose record a clean stop
+/// removes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_request_over_named_pipe() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let started = Instant::now();
+    let env = TestEnv::new();
+    let version = env!("CARGO_PKG_VERSION");
+
+    // The agent on Windows, outside discovery.
+    let pipe = unique_pipe_name("req");
+    let listen = format!("npipe://{pipe}");
+    let mut agent = Proc::spawn(
+        "pipegate.exe serve, agent (Wine)",
+        agent_under_wine(&tools, &["--no-discovery", "--listen", &listen]),
+        true,
+    );
+    let endpoint = agent.wait_listening(WINE_STARTUP).await;
+    assert_eq!(endpoint, listen);
+    let listening = started.elapsed();
+
+    // The body on stdout: /v1/info as the Windows agent sees a pipe client.
+    let ran = run_exe(&tools, &["request", &listen, "/v1/info"], &[]).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}\n{}", agent.dump());
+    let info: Value =
+        serde_json::from_str(ran.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {ran}"));
+    assert_eq!(info["transport"], "npipe", "{ran}");
+    assert_eq!(info["os"], "windows", "{ran}");
+    assert_eq!(info["version"], version, "{ran}");
+    let windows_pid = info["pid"].as_u64().unwrap_or_default();
+    assert!(windows_pid > 0, "{ran}");
+
+    // -i: the status line and the headers, a blank line, then the same body.
+    let ran = run_exe(&tools, &["request", "-i", &listen, "/v1/info"], &[]).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}");
+    assert!(ran.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{ran}");
+    let (head, body) = ran
+        .stdout
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no blank line after the headers: {ran}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\ncontent-type: application/json"),
+        "{ran}"
+    );
+    let included: Value =
+        serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("body not JSON ({e}): {ran}"));
+    assert_eq!(included["transport"], "npipe", "{ran}");
+    assert_eq!(included["pid"].as_u64(), Some(windows_pid), "{ran}");
+
+    // A 404: the body and exit 0 without -f; exit 22, no body and a message with -f.
+    let ran = run_exe(&tools, &["request", &listen, "/v1/nope"], &[]).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}");
+    assert!(!ran.stdout.trim().is_empty(), "the 404's body: {ran}");
+    let ran = run_exe(&tools, &["request", "-f", &listen, "/v1/nope"], &[]).await;
+    assert_eq!(ran.status.code(), Some(22), "{ran}");
+    assert_eq!(ran.stdout, "", "{ran}");
+    assert!(ran.stderr.contains("404"), "{ran}");
+    kill_proc(&mut agent).await;
+
+    // By name: a second Windows agent with discovery, its state directory in this test's
+    // (XDG_STATE_HOME is honoured on Windows too; an absolute Windows path), so nothing
+    // is left in the Wine prefix's %LOCALAPPDATA%.
+    let state = vec![("XDG_STATE_HOME", windows_path(&env.state_home()))];
+    let name = unique_pipe_name("name");
+    let named_listen = format!("npipe://{}", unique_pipe_name("named"));
+    let mut cmd = agent_under_wine(&tools, &["--name", &name, "--listen", &named_listen]);
+    for (key, value) in &state {
+        cmd.env(key, value);
+    }
+    let mut named = Proc::spawn("pipegate.exe serve --name (Wine)", cmd, true);
+    let endpoint = named.wait_listening(WINE_STARTUP).await;
+    assert_eq!(endpoint, named_listen);
+
+    let ran = run_exe(&tools, &["status", "--json", "--name", &name], &state).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}\n{}", named.dump());
+    let records: Value =
+        serde_json::from_str(ran.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {ran}"));
+    let record = &records[0];
+    assert_eq!(records.as_array().map(Vec::len), Some(1), "{ran}");
+    assert_eq!(record["state"], "running", "{ran}\n{}", named.dump());
+    assert_eq!(record["url"], named_listen.as_str(), "{ran}");
+    assert_eq!(record["mode"], "agent", "{ran}");
+
+    let ran = run_exe(&tools, &["request", "--name", &name, "/v1/info"], &state).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}\n{}", named.dump());
+    let info: Value =
+        serde_json::from_str(ran.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {ran}"));
+    assert_eq!(info["transport"], "npipe", "{ran}");
+    assert_eq!(info["os"], "windows", "{ran}");
+    assert_eq!(
+        info["pid"], record["pid"],
+        "the instance the record names answered: {ran}"
+    );
+
+    // A clean stop (Wine turns SIGINT into Ctrl-C) removes the record.
+    named.signal("INT");
+    let status = named.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit after Ctrl-C\n{}", named.dump());
+    assert!(
+        named.stderr_text().contains("shutting down"),
+        "{}",
+        named.dump()
+    );
+    let ran = run_exe(&tools, &["status", "--json", "--name", &name], &state).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}");
+    let records: Value =
+        serde_json::from_str(ran.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {ran}"));
+    assert_eq!(
+        records,
+        serde_json::json!([{"name": name, "state": "not_found"}]),
+        "the record is gone after the clean stop: {ran}"
+    );
+    let ran = run_exe(&tools, &["request", "--name", &name, "/v1/info"], &state).await;
+    assert_eq!(ran.status.code(), Some(1), "{ran}");
+    assert!(
+        ran.stderr.contains("no pipegate instance named"),
+        "a clear message once it is gone: {ran}"
+    );
+    eprintln!(
+        "windows request: pipegate.exe listening after {listening:.1?}, whole test {:.1?}",
         started.elapsed()
     );
 }
