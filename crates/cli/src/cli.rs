@@ -1,8 +1,10 @@
 //! The command line, as clap derive structs.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipegate_mux::Via;
 use pipegate_transport::Endpoint;
 
 const AFTER_HELP: &str = "\
@@ -49,11 +51,16 @@ pub(crate) enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up and moved into its command: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     /// Listen on endpoints and forward every connection to an upstream.
     Serve(ServeArgs),
     /// Connect stdin/stdout to an endpoint (for `socat … EXEC:` and SSH ProxyCommand).
     Relay(RelayArgs),
+    /// Serve multiplexed streams on stdin/stdout (or --listen EP) and dial the endpoints
+    /// they name, if allowed: the far end of `serve --via` and `relay --via`.
+    Mux(MuxArgs),
     /// Run a shell (or `-- CMD…`) in a session of the agent at EP, in this terminal;
     /// exits with the program's exit code (128 + N for a death by signal N).
     Shell(ShellArgs),
@@ -78,6 +85,12 @@ pub(crate) struct ServeArgs {
     /// How to forward: `http` understands HTTP and WebSocket; `raw` relays bytes.
     #[arg(long, value_enum, default_value_t = ServeMode::Http)]
     pub(crate) mode: ServeMode,
+    /// Reach the upstream through one long-lived `pipegate mux`: `exec:CMD` starts CMD
+    /// once and opens one stream per connection over its stdio (e.g. exec:"pipegate.exe
+    /// mux --allow npipe://docker_engine"); tcp://…, unix://…, npipe://… connect to a
+    /// `pipegate mux --listen` there.
+    #[arg(long, value_name = "exec:CMD|EP", value_parser = parse_via, requires = "upstream")]
+    pub(crate) via: Option<Via>,
     /// Instance name: names the default socket and the discovery record
     /// (<state dir>/pipegate/instances/NAME.json). One instance per name.
     #[arg(long, default_value = "pipegate", value_parser = parse_name)]
@@ -101,6 +114,29 @@ pub(crate) struct ServeArgs {
     /// Also accept named-pipe clients running as this user SID (repeatable; default: only you).
     #[arg(long, value_name = "SID")]
     pub(crate) allow_sid: Vec<String>,
+    /// http: TCP listeners answer without a bearer token (Host and Origin are still
+    /// checked). Not with --allow-remote.
+    #[arg(long, conflicts_with = "allow_remote")]
+    pub(crate) no_auth: bool,
+    /// http: also write the TCP listeners' bearer token to FILE (mode 0600, removed at
+    /// shutdown). Needed with --no-discovery, which writes no <name>.token.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// http: also accept browser requests from ORIGIN on TCP listeners (repeatable;
+    /// default: http://localhost, 127.0.0.1 and [::1], any port), e.g. https://app.example
+    /// or http://devbox:* for any port.
+    #[arg(long, value_name = "ORIGIN")]
+    pub(crate) allow_origin: Vec<String>,
+    /// http: also accept requests whose Host is HOST on TCP listeners (repeatable;
+    /// default: localhost, 127.0.0.1, [::1] and the bound address), e.g. the machine's
+    /// name for --allow-remote.
+    #[arg(long, value_name = "HOST")]
+    pub(crate) allow_host: Vec<String>,
+    /// http: present the bearer token in FILE to the upstream (Authorization: Bearer),
+    /// e.g. another pipegate's <state dir>/pipegate/instances/NAME.token; re-read when
+    /// it changes.
+    #[arg(long, value_name = "FILE", requires = "upstream")]
+    pub(crate) upstream_token_file: Option<PathBuf>,
     /// How long open connections may finish after Ctrl-C/SIGTERM (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) shutdown_grace: Duration,
@@ -150,6 +186,38 @@ pub(crate) struct RelayArgs {
     /// Deadline for one dial, busy-pipe retries included.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
+    /// Reach EP through a `pipegate mux` (exec:CMD or its --listen endpoint), as
+    /// `serve --via` does.
+    #[arg(long, value_name = "exec:CMD|EP", value_parser = parse_via)]
+    pub(crate) via: Option<Via>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MuxArgs {
+    /// An endpoint streams may ask for (repeatable; exact match after canonicalisation).
+    /// Default: none, so every stream is refused.
+    #[arg(long, value_name = "EP", value_parser = parse_endpoint)]
+    pub(crate) allow: Vec<Endpoint>,
+    /// Serve sessions on this endpoint instead of stdin/stdout (same secure defaults as
+    /// `serve`'s listeners).
+    #[arg(long, short = 'l', value_name = "EP", value_parser = parse_endpoint)]
+    pub(crate) listen: Option<Endpoint>,
+    /// Deadline for dialing an allowed endpoint, busy-pipe retries included (a stream may
+    /// ask for less).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// --listen: allow a TCP listener on a non-loopback address.
+    #[arg(long, requires = "listen")]
+    pub(crate) allow_remote: bool,
+    /// --listen: replace the named pipe DACL (default: the current user and SYSTEM only).
+    #[arg(long, value_name = "SDDL", requires = "listen")]
+    pub(crate) pipe_sddl: Option<String>,
+    /// --listen: also accept Unix-socket clients running as this uid (repeatable).
+    #[arg(long, value_name = "UID", requires = "listen")]
+    pub(crate) allow_uid: Vec<u32>,
+    /// --listen: also accept named-pipe clients running as this user SID (repeatable).
+    #[arg(long, value_name = "SID", requires = "listen")]
+    pub(crate) allow_sid: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +232,10 @@ pub(crate) struct ShellArgs {
     /// Deadline for dialing the agent, busy-pipe retries included.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) connect_timeout: Duration,
+    /// Present the bearer token in FILE (a TCP agent). Default: the token of the
+    /// discovered instance listening there, if any.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +284,10 @@ pub(crate) struct RequestArgs {
     /// Deadline for the whole request, body included (default: none).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) max_time: Option<Duration>,
+    /// Present the bearer token in FILE (TCP endpoints). Default: the token of the
+    /// discovered instance listening there, if any.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +299,14 @@ pub(crate) struct DoctorArgs {
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     Endpoint::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_via(s: &str) -> Result<Via, String> {
+    s.parse::<Via>()
+        .map_err(|e| match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })
 }
 
 fn parse_name(s: &str) -> Result<String, String> {
@@ -388,6 +472,96 @@ mod tests {
         assert_eq!(args.name, "pipegate");
         assert!(Cli::try_parse_from(["pipegate", "request"]).is_err());
         assert!(Cli::try_parse_from(["pipegate", "request", "a", "b", "c"]).is_err());
+    }
+
+    #[test]
+    fn mux_and_via_flags() {
+        let cli = Cli::try_parse_from([
+            "pipegate",
+            "mux",
+            "--allow",
+            r"\\.\pipe\Docker_Engine",
+            "--allow",
+            "/run/a.sock",
+        ])
+        .unwrap();
+        let Command::Mux(args) = cli.command else {
+            panic!("not mux")
+        };
+        let allow: Vec<String> = args.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["npipe://docker_engine", "unix:///run/a.sock"]);
+        assert!(args.listen.is_none());
+        assert!(
+            Cli::try_parse_from(["pipegate", "mux", "--allow-remote"]).is_err(),
+            "--allow-remote means nothing without --listen"
+        );
+
+        let cli = Cli::try_parse_from([
+            "pipegate",
+            "serve",
+            "--mode",
+            "raw",
+            "--upstream",
+            "npipe://docker_engine",
+            "--via",
+            "exec:'/mnt/c/tools/pipegate.exe' mux --allow npipe://docker_engine",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let via = args.via.unwrap();
+        assert_eq!(via.command().unwrap()[0], "/mnt/c/tools/pipegate.exe");
+        let err = Cli::try_parse_from(["pipegate", "serve", "--via", "exec:x"]).unwrap_err();
+        assert!(err.to_string().contains("--upstream"), "{err}");
+        let err = Cli::try_parse_from(["pipegate", "relay", "unix:///a", "--via", "exec:'x"])
+            .unwrap_err();
+        assert!(err.to_string().contains("quotes"), "{err}");
+    }
+
+    #[test]
+    fn security_flags() {
+        let cli = Cli::try_parse_from([
+            "pipegate",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "unix:///run/a.sock",
+            "--no-auth",
+            "--allow-origin",
+            "https://app.example",
+            "--allow-origin",
+            "http://devbox:*",
+            "--allow-host",
+            "devbox",
+            "--upstream-token-file",
+            "/run/up.token",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.no_auth);
+        assert_eq!(
+            args.allow_origin,
+            ["https://app.example", "http://devbox:*"]
+        );
+        assert_eq!(args.allow_host, ["devbox"]);
+        assert_eq!(
+            args.upstream_token_file.as_deref(),
+            Some(std::path::Path::new("/run/up.token"))
+        );
+        // A token-less TCP listener reachable from other machines is not offered.
+        let err =
+            Cli::try_parse_from(["pipegate", "serve", "--no-auth", "--allow-remote"]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{err}"
+        );
+        // An upstream token needs an upstream.
+        assert!(Cli::try_parse_from(["pipegate", "serve", "--upstream-token-file", "f"]).is_err());
     }
 
     #[test]

@@ -62,9 +62,41 @@ fn discovery_hint(err: &pipegate_discovery::Error) -> Option<String> {
     Some(hint)
 }
 
+/// A mux error in the chain, also inside an `io::Error` (how a dialer returns it).
+fn mux_error(err: &anyhow::Error) -> Option<&pipegate_mux::Error> {
+    err.chain().find_map(|cause| {
+        cause.downcast_ref::<pipegate_mux::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<pipegate_mux::Error>())
+        })
+    })
+}
+
+fn mux_hint(err: &pipegate_mux::Error) -> Option<String> {
+    use pipegate_mux::ErrorKind as K;
+    let hint = match err.kind() {
+        K::HelperFailed | K::SessionClosed => "run the command after exec: by hand to see why it \
+            fails; it must run `pipegate mux --allow EP` (its stderr tail is in the log)"
+            .to_owned(),
+        K::Protocol => "the command after exec: (or the --via endpoint) must be a `pipegate \
+            mux` of the same protocol version"
+            .to_owned(),
+        K::InvalidVia => "write --via exec:\"CMD ARGS\" (split like a shell: quote Windows \
+            paths with backslashes, or use forward slashes) or --via tcp://HOST:PORT"
+            .to_owned(),
+        _ => return None,
+    };
+    Some(hint)
+}
+
 fn hint(err: &anyhow::Error) -> Option<String> {
     if let Some(discovery) = discovery_error(err) {
         return discovery_hint(discovery);
+    }
+    if let Some(mux) = mux_error(err) {
+        return mux_hint(mux);
     }
     let transport = err.chain().find_map(|cause| {
         cause

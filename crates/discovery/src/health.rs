@@ -69,7 +69,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 ///
 /// Cancel-safe: dropping the future closes the connection.
 pub async fn check_health(url: &Endpoint, nonce: &str, timeout: Duration) -> Result<()> {
-    match tokio::time::timeout(timeout, exchange(url, nonce, timeout)).await {
+    check_health_with_token(url, nonce, None, timeout).await
+}
+
+/// [`check_health`], presenting `token` (`Authorization: Bearer …`) when `url` is a TCP
+/// endpoint: `pipegate serve` answers nothing on a TCP listener, its health endpoint
+/// included, without the instance's token (the nonce proves who answers; the token
+/// decides who may ask). The token is never sent over a Unix socket or named pipe.
+///
+/// # Errors
+///
+/// As [`check_health`]; a wrong or missing token shows as [`ErrorKind::BadResponse`]
+/// (`401`).
+///
+/// # Cancel safety
+///
+/// Cancel-safe.
+pub async fn check_health_with_token(
+    url: &Endpoint,
+    nonce: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
+    let token = token.filter(|_| url.mode() == pipegate_transport::Mode::Tcp);
+    match tokio::time::timeout(timeout, exchange(url, nonce, token, timeout)).await {
         Ok(result) => result,
         Err(_) => Err(Error::new(
             ErrorKind::TimedOut,
@@ -78,7 +101,12 @@ pub async fn check_health(url: &Endpoint, nonce: &str, timeout: Duration) -> Res
     }
 }
 
-async fn exchange(url: &Endpoint, nonce: &str, timeout: Duration) -> Result<()> {
+async fn exchange(
+    url: &Endpoint,
+    nonce: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
     let stream = connect(url, &ConnectOptions::new().timeout(timeout))
         .await
         .map_err(|e| {
@@ -98,10 +126,22 @@ async fn exchange(url: &Endpoint, nonce: &str, timeout: Duration) -> Result<()> 
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(bad)?;
-    let request = http::Request::get(HEALTH_PATH)
+    let mut request = http::Request::get(HEALTH_PATH)
         .header(http::header::HOST, host_header(url))
         .body(Empty::<Bytes>::new())
         .map_err(|e| Error::new(ErrorKind::Io, "cannot build the health request").with_source(e))?;
+    if let Some(token) = token {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            Error::new(
+                ErrorKind::Io,
+                "the instance's token is not a valid header value",
+            )
+        })?;
+        value.set_sensitive(true);
+        request
+            .headers_mut()
+            .insert(http::header::AUTHORIZATION, value);
+    }
     // Drive the connection and the request together; dropping both closes the stream.
     let response = tokio::select! {
         response = sender.send_request(request) => response.map_err(bad)?,
@@ -199,7 +239,8 @@ impl Status {
 
 /// Probes `record`'s instance and classifies it.
 ///
-/// HTTP modes (`agent`, `http`, and unknown ones): [`check_health`] on `record.url`;
+/// HTTP modes (`agent`, `http`, and unknown ones): [`check_health_with_token`] on
+/// `record.url` with the record's [token](Record::token);
 /// passing means [`State::Running`]; otherwise the pid decides between
 /// [`State::Unhealthy`] (alive) and [`State::Stale`] (dead, or not a valid pid). A pid
 /// owned by another user counts as alive.
@@ -246,7 +287,7 @@ pub async fn inspect(record: &Record, timeout: Duration) -> Status {
             ),
         };
     }
-    match check_health(&record.url, &record.nonce, timeout).await {
+    match check_health_with_token(&record.url, &record.nonce, record.token(), timeout).await {
         Ok(()) => Status {
             state: State::Running,
             record: Some(record.clone()),

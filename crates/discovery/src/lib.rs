@@ -12,6 +12,10 @@
 //! * [`check_health`] asks any endpoint for `GET /_pipegate/health` and compares the
 //!   `X-Pipegate-Nonce` answer in constant time, within a deadline; [`inspect`] turns
 //!   that and the pid's liveness into a [`State`]: running, unhealthy, stale.
+//! * An instance with TCP listeners also has a bearer token ([`new_token`]), stored
+//!   0600 next to its record as `<name>.token` ([`Claim::with_token`]), never in the
+//!   record's JSON; records read from a [`Registry`] carry it ([`Record::token`]) and
+//!   [`inspect`] presents it to the health endpoint.
 //! * [`Registry::claim`] is the single-instance guard: under an OS file lock it decides
 //!   whether this process may take a name *before* any socket is bound;
 //!   [`Claim::register`] writes the record and releases the lock; the [`Registration`]
@@ -54,10 +58,12 @@ mod record;
 mod registry;
 mod security;
 mod sys;
+mod token;
 
 pub use error::{Error, ErrorKind, Result};
 pub use health::{
-    check_health, inspect, new_nonce, State, Status, HEALTH_PATH, HEALTH_TIMEOUT, NONCE_HEADER,
+    check_health, check_health_with_token, inspect, new_nonce, State, Status, HEALTH_PATH,
+    HEALTH_TIMEOUT, NONCE_HEADER,
 };
 pub use record::{InstanceMode, Record};
 pub use registry::{
@@ -65,3 +71,4 @@ pub use registry::{
     LOCK_TIMEOUT,
 };
 pub use security::{path_security, PathSecurity};
+pub use token::{new_token, read_token_file, TokenFile};

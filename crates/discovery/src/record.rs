@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pipegate_transport::Endpoint;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::token::Secret;
+
 /// What an instance serves, as recorded in its `mode` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +97,11 @@ pub struct Record {
     /// Every listener, `url` first.
     #[serde(default, with = "endpoint_list_text")]
     pub listeners: Vec<Endpoint>,
+    /// The bearer token of the instance's TCP listeners: not part of the JSON; a
+    /// [`Registry`](crate::Registry) fills it in from `<name>.token` next to the record.
+    /// `Debug` shows it as `<redacted>`.
+    #[serde(skip)]
+    token: Option<Secret>,
 }
 
 impl Record {
@@ -123,7 +130,21 @@ impl Record {
             mode,
             upstream,
             listeners,
+            token: None,
         }
+    }
+
+    /// The bearer token clients must present on the instance's TCP listeners, if it has
+    /// one (see [`with_token`](Record::with_token)).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.0.as_str())
+    }
+
+    /// The record with this token. [`Claim::register`](crate::Claim::register) writes it
+    /// to `<name>.token`; [`Registry`](crate::Registry) reads fill it in.
+    pub fn with_token(mut self, token: Option<String>) -> Record {
+        self.token = token.map(Secret);
+        self
     }
 
     /// The record as pretty JSON (two-space indent, trailing newline).

@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::health::{inspect, new_nonce, State, Status, HEALTH_TIMEOUT};
 use crate::record::{InstanceMode, Record};
 use crate::sys;
+use crate::token::{read_token_file, remove_token, write_token};
 
 /// The default instance name.
 pub const DEFAULT_NAME: &str = "pipegate";
@@ -135,6 +136,16 @@ impl Registry {
         Ok(self.dir.join(format!("{name}.json")))
     }
 
+    /// Where the bearer token of `name` lives (see [`Claim::with_token`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidName`].
+    pub fn token_path(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name)?;
+        Ok(token_path_of(&self.dir.join(format!("{name}.json"))))
+    }
+
     fn lock_path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.lock"))
     }
@@ -144,13 +155,13 @@ impl Registry {
         sys::secure_dir(&self.dir, true)
     }
 
-    /// Reads the record of `name`; `None` if there is none.
+    /// Reads the record of `name`, with its token if it has one; `None` if there is none.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Symlink`] (a link is never followed), [`ErrorKind::Corrupt`] (not a
-    /// regular file, too big, or not a record), [`ErrorKind::InvalidName`], or
-    /// [`ErrorKind::Io`].
+    /// regular file, too big, or not a record; or a token file that holds no token),
+    /// [`ErrorKind::InvalidName`], or [`ErrorKind::Io`].
     pub fn read(&self, name: &str) -> Result<Option<Record>> {
         let path = self.record_path(name)?;
         read_record(&path)
@@ -360,6 +371,7 @@ impl Registry {
             path,
             nonce: new_nonce()?,
             replaced,
+            token: None,
             _lock: lock,
         })
     }
@@ -423,6 +435,7 @@ pub struct Claim {
     path: PathBuf,
     nonce: String,
     replaced: Option<Status>,
+    token: Option<String>,
     _lock: Lock,
 }
 
@@ -442,7 +455,19 @@ impl Claim {
         self.replaced.as_ref()
     }
 
-    /// Writes the record (this pid, the claim's nonce, now) and releases the lock.
+    /// The bearer token the instance's TCP listeners require ([`new_token`]), written by
+    /// [`register`](Claim::register) to [`Registry::token_path`] (mode 0600, before the
+    /// record) and removed with the record. `None` (the default): no token file, and a
+    /// stale one of an earlier instance is removed.
+    ///
+    /// [`new_token`]: crate::new_token
+    pub fn with_token(mut self, token: Option<String>) -> Claim {
+        self.token = token;
+        self
+    }
+
+    /// Writes the token file (see [`with_token`](Claim::with_token)), then the record
+    /// (this pid, the claim's nonce, now), and releases the lock.
     ///
     /// # Panics
     ///
@@ -457,8 +482,18 @@ impl Claim {
         mode: InstanceMode,
         upstream: Option<Endpoint>,
     ) -> Result<Registration> {
-        let record = Record::new(listeners, mode, upstream, self.nonce.clone());
-        write_atomic(&self.registry.dir, &self.path, record.to_json().as_bytes())?;
+        let record =
+            Record::new(listeners, mode, upstream, self.nonce.clone()).with_token(self.token);
+        let token_path = token_path_of(&self.path);
+        match record.token() {
+            // Written first: whoever finds the record can find its token.
+            Some(token) => write_token(&token_path, token)?,
+            None => remove_token(&token_path)?,
+        }
+        if let Err(e) = write_atomic(&self.registry.dir, &self.path, record.to_json().as_bytes()) {
+            let _ = remove_token(&token_path);
+            return Err(e);
+        }
         Ok(Registration {
             registry: self.registry,
             name: self.name,
@@ -585,16 +620,28 @@ impl Lock {
     }
 }
 
-/// Removes `path` if it holds a record with `nonce`; the caller holds the lock.
+/// `<name>.token` next to the record `<name>.json`.
+fn token_path_of(record: &Path) -> PathBuf {
+    record.with_extension("token")
+}
+
+/// Removes `path`, and its token file, if it holds a record with `nonce`; the caller
+/// holds the lock.
 fn remove_locked(path: &Path, nonce: &str) -> Result<bool> {
-    match read_record(path) {
-        Ok(Some(record)) if record.nonce == nonce => match fs::remove_file(path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("cannot remove", path, e)),
-        },
-        Ok(_) => Ok(false),
-        Err(e) => Err(e),
+    let record = match read_json(path) {
+        Ok(Some(record)) => record,
+        Ok(None) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if record.nonce != nonce {
+        return Ok(false);
+    }
+    // The token first: a record never outlives its token file's removal attempt.
+    remove_token(&token_path_of(path))?;
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot remove", path, e)),
     }
 }
 
@@ -609,7 +656,17 @@ fn symlink_error(path: &Path, doing: &str) -> Error {
     .with_path(path)
 }
 
+/// Reads the record at `path` and the token file next to it.
 fn read_record(path: &Path) -> Result<Option<Record>> {
+    let Some(record) = read_json(path)? else {
+        return Ok(None);
+    };
+    let token = read_token_file(&token_path_of(path))?;
+    Ok(Some(record.with_token(token)))
+}
+
+/// Reads the record at `path` alone.
+fn read_json(path: &Path) -> Result<Option<Record>> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", path, e)),
@@ -657,7 +714,7 @@ fn read_record(path: &Path) -> Result<Option<Record>> {
 
 /// Temporary file in `dir`, fsync, rename over `path`, fsync `dir`. A symlink at `path`
 /// is refused; the temporary file is removed on any failure.
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(symlink_error(path, "write"));
     }

@@ -16,6 +16,15 @@
 //! a nonce is set) and `metrics` the Prometheus text. Each request is logged once, inside
 //! its connection's span, with method, path, status, bytes each way and duration.
 //!
+//! Before hyper parses a request, its head is checked for the shapes used to smuggle
+//! requests past a proxy (`Content-Length` with `Transfer-Encoding`, repeated
+//! `Content-Length`, obs-fold, bare LF, …): such a request is answered `400` and never
+//! forwarded. On TCP listeners a guarded [`TcpAccess`] then requires a loopback `Host`
+//! (`421`), an allowed `Origin` (`403`) and the bearer token (`401`); Unix sockets and
+//! named pipes rely on the OS's peer checks instead. A bridge can present a token to its
+//! upstream ([`Config::upstream_token_file`]). Header values are never logged, and
+//! credential headers are marked sensitive.
+//!
 //! In [`ForwardMode::Raw`] every accepted connection gets its own upstream connection and
 //! bytes are relayed both ways ([`pipegate_transport::relay`]), with half-close forwarded
 //! where both transports have it. Each connection is logged once, when it closes, with
@@ -53,7 +62,7 @@ mod http;
 mod raw;
 mod server;
 
-pub use config::{Config, ForwardMode, HttpOptions, LocalService, Target};
+pub use config::{Config, ForwardMode, HttpOptions, LocalService, Target, TcpAccess};
 pub use error::{Error, Result};
 pub use http::{BoxError, ResBody};
 pub use server::{Bridge, ServeSummary};

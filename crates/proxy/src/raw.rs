@@ -1,4 +1,6 @@
-//! Raw mode: one upstream connection per client, bytes relayed both ways.
+//! Raw mode: one upstream connection per client, bytes relayed both ways. The upstream
+//! is dialed directly, or through the configured [`Dialer`](pipegate_transport::Dialer)
+//! (`--via`: one stream of a multiplexed session per connection).
 
 use std::time::Instant;
 
@@ -15,7 +17,14 @@ pub(crate) async fn forward(mut client: Stream, config: &Config, abort: Cancella
         // Bridge::bind refuses raw mode without an upstream.
         return;
     };
-    let mut upstream = match connect(target, &config.connect_options).await {
+    let dialed = match &config.dialer {
+        // Through a tunnel (`--via`): its errors come as io::Errors wrapping its own.
+        Some(dialer) => dialer.dial(target, &config.connect_options).await,
+        None => connect(target, &config.connect_options)
+            .await
+            .map_err(pipegate_transport::Error::into_io),
+    };
+    let mut upstream = match dialed {
         Ok(upstream) => upstream,
         Err(e) => {
             tracing::warn!(
@@ -29,6 +38,11 @@ pub(crate) async fn forward(mut client: Stream, config: &Config, abort: Cancella
     };
     let options =
         RelayOptions::for_streams(client.supports_half_close(), upstream.supports_half_close());
+    // Through a tunnel: which stream of which session (the span has `via` itself).
+    let tunnel = upstream.peer().tunnel.clone();
+    let via_session = tunnel.as_ref().map(|t| t.session);
+    let via_stream = tunnel.as_ref().map(|t| t.stream);
+    let via_streams = tunnel.as_ref().map(|t| t.open_streams);
     tokio::select! {
         outcome = relay(&mut client, &mut upstream, options) => {
             let error = match &outcome.reason {
@@ -41,6 +55,9 @@ pub(crate) async fn forward(mut client: Stream, config: &Config, abort: Cancella
                 duration_ms = started.elapsed().as_millis() as u64,
                 close.reason = outcome.reason.label(),
                 error,
+                via.session = via_session,
+                via.stream = via_stream,
+                via.streams = via_streams,
                 "connection closed"
             );
         }
@@ -48,6 +65,8 @@ pub(crate) async fn forward(mut client: Stream, config: &Config, abort: Cancella
             tracing::info!(
                 duration_ms = started.elapsed().as_millis() as u64,
                 close.reason = "shutdown",
+                via.session = via_session,
+                via.stream = via_stream,
                 "connection closed: shutdown grace period over"
             );
         }

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, ForwardMode};
 use crate::error::{Error, Result};
 use crate::http::metrics::Metrics;
-use crate::http::{self as http_mode, Shared};
+use crate::http::{self as http_mode, Shared, UpstreamToken};
 use crate::raw;
 
 /// A bound bridge, ready to [`serve`](Bridge::serve).
@@ -24,6 +24,7 @@ use crate::raw;
 pub struct Bridge {
     config: Arc<Config>,
     listeners: Vec<Listener>,
+    upstream_token: Option<Arc<UpstreamToken>>,
 }
 
 /// What a finished [`Bridge::serve`] did.
@@ -40,7 +41,10 @@ impl Bridge {
     ///
     /// # Errors
     ///
-    /// [`Error::NoListener`], or the first [`Error::Listen`]; endpoints bound before the
+    /// [`Error::NoListener`], [`Error::RawNeedsUpstream`], [`Error::AccessNeedsHttp`] (a
+    /// guarded [`TcpAccess`](crate::TcpAccess) in raw mode),
+    /// [`Error::UpstreamTokenNeedsHttp`], [`Error::UpstreamToken`] (the file cannot be
+    /// read or holds no token), or the first [`Error::Listen`]; endpoints bound before the
     /// failing one are released (their socket files removed).
     pub async fn bind(config: Config) -> Result<Bridge> {
         if config.listen.is_empty() {
@@ -49,6 +53,21 @@ impl Bridge {
         if config.mode == ForwardMode::Raw && config.target.upstream().is_none() {
             return Err(Error::RawNeedsUpstream);
         }
+        if config.mode == ForwardMode::Raw && config.tcp_access.guarded {
+            return Err(Error::AccessNeedsHttp);
+        }
+        let upstream_token = match &config.upstream_token_file {
+            None => None,
+            Some(_) if config.mode == ForwardMode::Raw || config.target.upstream().is_none() => {
+                return Err(Error::UpstreamTokenNeedsHttp)
+            }
+            Some(path) => Some(Arc::new(UpstreamToken::load(path).map_err(|source| {
+                Error::UpstreamToken {
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
+        };
         let mut listeners = Vec::with_capacity(config.listen.len());
         for endpoint in &config.listen {
             listeners.push(Listener::bind(endpoint, &config.listen_options).await?);
@@ -56,6 +75,7 @@ impl Bridge {
         Ok(Bridge {
             config: Arc::new(config),
             listeners,
+            upstream_token,
         })
     }
 
@@ -83,6 +103,7 @@ impl Bridge {
         let ctx = Arc::new(Context {
             http: Shared::new(
                 &self.config,
+                self.upstream_token.clone(),
                 Arc::clone(&metrics),
                 tracker.clone(),
                 abort.clone(),
@@ -173,6 +194,7 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>) {
             transport.endpoint = %local,
             upstream.mode = config.target.upstream().map_or("local", |u| u.mode().as_str()),
             upstream.endpoint = %config.target,
+            via = config.dialer.as_ref().map(tracing::field::display),
             peer.pid = peer.pid,
             peer.uid = peer.uid,
             peer.addr = peer.addr.map(tracing::field::display),

@@ -1,5 +1,9 @@
-//! [`connect`]: dial any [`Endpoint`].
+//! [`connect`]: dial any [`Endpoint`]; [`Dialer`]: dial some other way.
 
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -86,4 +90,23 @@ fn timed_out(endpoint: &Endpoint, timeout: Duration) -> Error {
         format!("timed out after {timeout:?} connecting to {endpoint}"),
     )
     .with_endpoint(endpoint)
+}
+
+/// The future a [`Dialer`] returns.
+pub type Dialing<'a> = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send + 'a>>;
+
+/// Opens streams to endpoints some other way than [`connect`]: through a tunnel, such as
+/// one multiplexed session to a helper process that dials on this side's behalf.
+///
+/// A bridge or a [`HyperConnector`](crate::hyper::HyperConnector) given a dialer uses it
+/// for every upstream connection. `Display` names the route for telemetry (the `via`
+/// field), e.g. `exec:pipegate mux --allow npipe://docker_engine`.
+pub trait Dialer: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// Opens a stream to `endpoint`, within `options.timeout`.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stops the stream from opening, as an `io::Error` whose inner error (when
+    /// there is one) is the dialer's own typed error.
+    fn dial<'a>(&'a self, endpoint: &'a Endpoint, options: &'a ConnectOptions) -> Dialing<'a>;
 }

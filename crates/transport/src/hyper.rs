@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Uri;
@@ -26,7 +27,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 
 use crate::stream::PeerInfo;
-use crate::{connect, ConnectOptions, Endpoint, Stream};
+use crate::{connect, ConnectOptions, Dialer, Endpoint, Stream};
 
 /// Dials the endpoint a request URI names (see the [module docs](self)), or always one
 /// fixed endpoint.
@@ -56,6 +57,7 @@ use crate::{connect, ConnectOptions, Endpoint, Stream};
 pub struct HyperConnector {
     fixed: Option<Endpoint>,
     options: ConnectOptions,
+    dialer: Option<Arc<dyn Dialer>>,
 }
 
 impl HyperConnector {
@@ -69,12 +71,19 @@ impl HyperConnector {
         HyperConnector {
             fixed: Some(endpoint),
             options: ConnectOptions::default(),
+            dialer: None,
         }
     }
 
     /// Sets the dial options (deadline, busy-pipe retry).
     pub fn with_options(mut self, options: ConnectOptions) -> HyperConnector {
         self.options = options;
+        self
+    }
+
+    /// Dials through `dialer` (a tunnel) instead of [`connect`], or directly for `None`.
+    pub fn with_dialer(mut self, dialer: Option<Arc<dyn Dialer>>) -> HyperConnector {
+        self.dialer = dialer;
         self
     }
 }
@@ -111,11 +120,15 @@ impl tower_service::Service<Uri> for HyperConnector {
             None => endpoint_from_uri(&uri),
         };
         let options = self.options.clone();
+        let dialer = self.dialer.clone();
         Connecting(Box::pin(async move {
             let endpoint = endpoint?;
-            let stream = connect(&endpoint, &options)
-                .await
-                .map_err(crate::Error::into_io)?;
+            let stream = match dialer {
+                Some(dialer) => dialer.dial(&endpoint, &options).await?,
+                None => connect(&endpoint, &options)
+                    .await
+                    .map_err(crate::Error::into_io)?,
+            };
             Ok(TokioIo::new(stream))
         }))
     }

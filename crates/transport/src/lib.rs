@@ -8,7 +8,9 @@
 //! * [`Listener::bind`] binds one with secure defaults (user-only pipe DACL on every
 //!   instance, 0600 sockets in private directories, loopback-only TCP) and
 //!   [`Listener::accept`] yields [`Stream`]s that carry their [`PeerInfo`].
-//! * [`connect`] dials any endpoint, retrying busy named pipes until a deadline.
+//! * [`connect`] dials any endpoint, retrying busy named pipes until a deadline; a
+//!   [`Dialer`] dials some other way (through a tunnel, as `pipegate-mux` does), and
+//!   [`Stream::tunneled`] presents such a stream as a [`Stream`].
 //! * [`relay`] copies bytes both ways between two streams, forwarding half-close where
 //!   the transport has it.
 //! * [`hyper::HyperConnector`] lets `hyper_util`'s pooled client dial all three.
@@ -56,8 +58,8 @@ pub mod relay;
 mod stream;
 mod sys;
 
-pub use connect::{connect, ConnectOptions};
+pub use connect::{connect, ConnectOptions, Dialer, Dialing};
 pub use endpoint::{Endpoint, Mode, ParseError, Rule, ACCEPTED_FORMS, MAX_PIPE_NAME_LEN};
 pub use error::{Error, ErrorKind, Result};
 pub use listener::{ListenOptions, Listener};
-pub use stream::{PeerInfo, Stream};
+pub use stream::{PeerInfo, Stream, Tunnel};

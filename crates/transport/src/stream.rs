@@ -25,6 +25,35 @@ pub struct PeerInfo {
     pub uid: Option<u32>,
     /// The peer's socket address (TCP).
     pub addr: Option<SocketAddr>,
+    /// The tunnel the stream travels through, for a [`Stream::tunneled`] stream.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// What a [`Stream::tunneled`] stream travels through: one stream of a multiplexed
+/// session (for telemetry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tunnel {
+    /// The route, as configured (`exec:pipegate mux …`, `tcp://127.0.0.1:PORT`).
+    pub via: String,
+    /// Which session of that route: 1 for the first, one more after every restart.
+    pub session: u64,
+    /// The stream's id within its session.
+    pub stream: u64,
+    /// Streams open on the session when this one opened, itself included.
+    pub open_streams: u64,
+}
+
+impl Tunnel {
+    /// Describes stream `stream` of session `session` of the route `via`.
+    pub fn new(via: impl Into<String>, session: u64, stream: u64, open_streams: u64) -> Tunnel {
+        Tunnel {
+            via: via.into(),
+            session,
+            stream,
+            open_streams,
+        }
+    }
 }
 
 impl PeerInfo {
@@ -35,6 +64,7 @@ impl PeerInfo {
             pid: None,
             uid: None,
             addr: None,
+            tunnel: None,
         }
     }
 }
@@ -57,7 +87,15 @@ pub struct Stream {
 enum Inner {
     Tcp(TcpStream),
     Local(sys::LocalStream),
+    Tunneled {
+        io: Box<dyn TunnelIo>,
+        half_close: bool,
+    },
 }
+
+/// The byte stream under a [`Stream::tunneled`].
+trait TunnelIo: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> TunnelIo for T {}
 
 impl Stream {
     pub(crate) fn tcp(stream: TcpStream, peer: PeerInfo) -> Stream {
@@ -72,6 +110,27 @@ impl Stream {
     pub(crate) fn local(stream: sys::LocalStream, peer: PeerInfo) -> Stream {
         Stream {
             inner: Inner::Local(stream),
+            peer,
+        }
+    }
+
+    /// A stream to `endpoint` that travels through something else, such as one stream of a
+    /// multiplexed session to a helper process that dialed `endpoint`.
+    ///
+    /// `half_close` says whether the far end forwards a write shutdown as EOF while still
+    /// sending (what [`Stream::supports_half_close`] reports), and `tunnel` describes the
+    /// route for telemetry ([`PeerInfo::tunnel`]).
+    pub fn tunneled<T>(io: T, endpoint: &Endpoint, half_close: bool, tunnel: Tunnel) -> Stream
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static,
+    {
+        let mut peer = PeerInfo::new(endpoint);
+        peer.tunnel = Some(tunnel);
+        Stream {
+            inner: Inner::Tunneled {
+                io: Box::new(io),
+                half_close,
+            },
             peer,
         }
     }
@@ -92,6 +151,7 @@ impl Stream {
         match self.inner {
             Inner::Tcp(_) => true,
             Inner::Local(_) => sys::LOCAL_HALF_CLOSE,
+            Inner::Tunneled { half_close, .. } => half_close,
         }
     }
 }
@@ -105,6 +165,7 @@ impl AsyncRead for Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Local(s) => Pin::new(s).poll_read(cx, buf),
+            Inner::Tunneled { io, .. } => Pin::new(io).poll_read(cx, buf),
         }
     }
 }
@@ -118,6 +179,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Local(s) => Pin::new(s).poll_write(cx, buf),
+            Inner::Tunneled { io, .. } => Pin::new(io).poll_write(cx, buf),
         }
     }
 
@@ -129,6 +191,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Inner::Local(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Inner::Tunneled { io, .. } => Pin::new(io).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -136,6 +199,7 @@ impl AsyncWrite for Stream {
         match &self.inner {
             Inner::Tcp(s) => s.is_write_vectored(),
             Inner::Local(s) => s.is_write_vectored(),
+            Inner::Tunneled { io, .. } => io.is_write_vectored(),
         }
     }
 
@@ -143,6 +207,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_flush(cx),
             Inner::Local(s) => Pin::new(s).poll_flush(cx),
+            Inner::Tunneled { io, .. } => Pin::new(io).poll_flush(cx),
         }
     }
 
@@ -150,6 +215,7 @@ impl AsyncWrite for Stream {
         match &mut self.get_mut().inner {
             Inner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Inner::Local(s) => Pin::new(s).poll_shutdown(cx),
+            Inner::Tunneled { io, .. } => Pin::new(io).poll_shutdown(cx),
         }
     }
 }

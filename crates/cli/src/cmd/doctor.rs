@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pipegate_discovery::{
-    check_health, inspect, path_security, InstanceMode, Record, Registry, State, DEFAULT_NAME,
+    check_health_with_token, inspect, path_security, InstanceMode, Record, Registry, State,
+    DEFAULT_NAME,
 };
 use pipegate_transport::{connect, ConnectOptions, Endpoint};
 
@@ -237,7 +238,7 @@ async fn check_listeners(report: &mut Report, name: &str, record: &Record, timeo
                 .map(drop)
                 .map_err(|e| e.to_string())
         } else {
-            check_health(listener, &record.nonce, timeout)
+            check_health_with_token(listener, &record.nonce, record.token(), timeout)
                 .await
                 .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
         };

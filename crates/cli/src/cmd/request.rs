@@ -22,12 +22,21 @@ use crate::cli::RequestArgs;
 const EXIT_HTTP_ERROR: u8 = 22;
 
 pub(crate) async fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
-    let (endpoint, path) = match args.target.as_slice() {
-        [path] => (instance::running_endpoint(&args.name).await?, path.clone()),
-        [ep, path] => (
-            Endpoint::parse(ep).with_context(|| format!("invalid endpoint {ep:?}"))?,
-            path.clone(),
-        ),
+    let (endpoint, path, token) = match args.target.as_slice() {
+        [path] => {
+            let (endpoint, token) = instance::running_endpoint(&args.name).await?;
+            let token = match &args.token_file {
+                Some(file) => instance::token_for(&endpoint, Some(file))?,
+                None => token,
+            };
+            (endpoint, path.clone(), token)
+        }
+        [ep, path] => {
+            let endpoint =
+                Endpoint::parse(ep).with_context(|| format!("invalid endpoint {ep:?}"))?;
+            let token = instance::token_for(&endpoint, args.token_file.as_deref())?;
+            (endpoint, path.clone(), token)
+        }
         _ => anyhow::bail!("usage: pipegate request [OPTIONS] [EP] PATH"),
     };
     if !path.starts_with('/') {
@@ -57,7 +66,11 @@ pub(crate) async fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
         http::header::USER_AGENT,
         HeaderValue::from_static(concat!("pipegate/", env!("CARGO_PKG_VERSION"))),
     );
-    // -H replaces a default (Host, User-Agent) of the same name and adds to other -H lines.
+    if let Some(token) = &token {
+        headers.insert(http::header::AUTHORIZATION, instance::bearer(token)?);
+    }
+    // -H replaces a default (Host, User-Agent, the token) of the same name and adds to
+    // other -H lines.
     let extra = args
         .headers
         .iter()

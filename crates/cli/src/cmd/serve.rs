@@ -19,12 +19,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listen = if args.listen.is_empty() {
         vec![sys::default_endpoint(&args.name)]
     } else {
-        args.listen
+        args.listen.clone()
     };
     let mode = match args.mode {
         ServeMode::Http => ForwardMode::Http,
         ServeMode::Raw => ForwardMode::Raw,
     };
+    // TCP listeners: the bearer token, Host and Origin (see access.rs).
+    let access = super::access::decide(&args, mode, &listen)?;
     let base = match &args.upstream {
         Some(upstream) => Config::new(listen.clone(), upstream.clone(), mode),
         None if mode == ForwardMode::Raw => anyhow::bail!(
@@ -45,6 +47,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     http.max_header_size = args.max_header_size;
     http.upstream_timeout = args.upstream_timeout;
     http.tunnel_idle_timeout = args.tunnel_idle_timeout;
+    // --via: one `pipegate mux` session for every upstream connection.
+    let connector = args.via.clone().map(super::via::connector);
     let config = base
         .listen_options(
             ListenOptions::new()
@@ -54,12 +58,21 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .allow_sids(args.allow_sid),
         )
         .connect_options(ConnectOptions::new().timeout(args.connect_timeout))
+        .dialer(
+            connector
+                .clone()
+                .map(|c| Arc::new(c) as Arc<dyn pipegate_transport::Dialer>),
+        )
         .shutdown_grace(args.shutdown_grace)
         .max_connections(args.max_connections)
-        .http(http);
+        .http(http)
+        .tcp_access(access.policy.clone())
+        .upstream_token_file(args.upstream_token_file.clone());
     // The single-instance guard decides before anything is bound, so a running instance's
     // socket is never touched; its lock is held until the record is written.
-    let claim = instance::claim(&args.name, args.no_discovery, args.replace).await?;
+    let claim = instance::claim(&args.name, args.no_discovery, args.replace)
+        .await?
+        .map(|claim| claim.with_token(access.token.clone()));
     let config = config.nonce(claim.as_ref().map(|c| c.nonce().to_owned()));
     let bridge = Bridge::bind(config).await.with_context(|| {
         format!(
@@ -71,12 +84,18 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .join(", ")
         )
     })?;
+    if let Some(connector) = &connector {
+        // Start the helper now: a wrong command line fails here, not on the first client.
+        super::via::start(connector).await?;
+    }
     let registration = instance::register(
         claim,
         bridge.local_endpoints(),
         mode_name,
         args.upstream.clone(),
     )?;
+    // Written before the ready line, like the record and its <name>.token.
+    let _token_file = access.write_token_file(args.token_file.as_deref())?;
     for endpoint in bridge.local_endpoints() {
         tracing::info!(
             transport.endpoint = %endpoint,
@@ -88,6 +107,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("pipegate: listening on {endpoint}");
     }
     let summary = bridge.serve(sys::shutdown_signal()).await?;
+    if let Some(connector) = &connector {
+        connector.shutdown().await;
+    }
     instance::deregister(registration);
     tracing::info!(
         accepted = summary.accepted,

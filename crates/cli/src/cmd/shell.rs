@@ -39,7 +39,13 @@ pub(crate) async fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     let endpoint = args
         .endpoint
         .unwrap_or_else(|| sys::default_endpoint("pipegate"));
-    let options = ConnectOptions::new().timeout(args.connect_timeout);
+    let options = Dial {
+        connect: ConnectOptions::new().timeout(args.connect_timeout),
+        // A TCP agent wants its bearer token (found through discovery, or --token-file).
+        auth: super::instance::token_for(&endpoint, args.token_file.as_deref())?
+            .map(|token| super::instance::bearer(&token))
+            .transpose()?,
+    };
     let interactive = sys::stdin_is_terminal();
     let size = if interactive {
         sys::terminal_size()
@@ -102,28 +108,38 @@ pub(crate) async fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// How to reach the agent: the dial options, and `Authorization` for a TCP agent.
+struct Dial {
+    connect: ConnectOptions,
+    auth: Option<http::HeaderValue>,
+}
+
 /// One HTTP/1.1 request on a fresh connection; the status and body.
 async fn request(
     endpoint: &Endpoint,
-    options: &ConnectOptions,
+    options: &Dial,
     method: http::Method,
     path: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(http::StatusCode, Bytes)> {
-    let stream = connect(endpoint, options)
+    let stream = connect(endpoint, &options.connect)
         .await
         .with_context(|| format!("cannot reach the pipegate agent at {endpoint}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .with_context(|| format!("HTTP handshake with {endpoint} failed"))?;
     tokio::spawn(conn);
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(method)
         .uri(path)
         .header(http::header::HOST, host_header(endpoint))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .context("cannot build the request")?;
+    if let Some(auth) = &options.auth {
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, auth.clone());
+    }
     let resp = sender
         .send_request(req)
         .await
@@ -141,7 +157,7 @@ async fn request(
 /// `POST /v1/sessions`.
 async fn create(
     endpoint: &Endpoint,
-    options: &ConnectOptions,
+    options: &Dial,
     body: &CreateSession,
 ) -> anyhow::Result<Created> {
     let json = serde_json::to_vec(body).context("cannot encode the session request")?;
@@ -173,10 +189,10 @@ async fn create(
 /// `GET /v1/sessions/{id}/attach` as a WebSocket.
 async fn attach(
     endpoint: &Endpoint,
-    options: &ConnectOptions,
+    options: &Dial,
     id: &str,
 ) -> anyhow::Result<WebSocketStream<Stream>> {
-    let stream = connect(endpoint, options)
+    let stream = connect(endpoint, &options.connect)
         .await
         .with_context(|| format!("cannot reach the pipegate agent at {endpoint}"))?;
     let mut req = format!("ws://localhost/v1/sessions/{id}/attach")
@@ -188,6 +204,10 @@ async fn attach(
         http::header::SEC_WEBSOCKET_PROTOCOL,
         http::HeaderValue::from_static(SUBPROTOCOL),
     );
+    if let Some(auth) = &options.auth {
+        req.headers_mut()
+            .insert(http::header::AUTHORIZATION, auth.clone());
+    }
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(4 * MAX_MESSAGE_SIZE);
     let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config))

@@ -14,6 +14,8 @@ mod bridge;
 mod discovery;
 mod lifecycle;
 mod logging;
+mod mux;
 mod relay;
+mod security;
 mod shell;
 mod windows;

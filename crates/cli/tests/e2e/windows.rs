@@ -305,6 +305,11 @@ fn serve_under_wine(tools: &WinTools, listen: &str, upstream: &str) -> Proc {
         "serve",
         // Wine's %LOCALAPPDATA% is shared across runs: keep these out of discovery.
         "--no-discovery",
+        // A TCP listener would want a bearer token (kept by discovery, or --token-file)
+        // and a loopback Host; these clients send neither (Host: pipegate.test).
+        "--no-auth",
+        "--allow-host",
+        "pipegate.test",
         "--listen",
         listen,
         "--upstream",
@@ -1147,6 +1152,9 @@ async fn windows_pipegate_under_wine_agent_session_through_named_pipe() {
     // The agent: Linux-native on loopback TCP, its discovery record in this test's dir.
     let mut agent_args = vec!["--listen", "tcp://127.0.0.1:0", "--shutdown-grace", "1s"];
     agent_args.extend(no_auth_flag().await);
+    // The bridge keeps the client's Host (pipegate.test), which a TCP listener refuses
+    // unless allowed (DNS-rebinding protection).
+    agent_args.extend(["--allow-host", "pipegate.test"]);
     let (mut agent, agent_endpoint) = env.serve(&agent_args).await;
     assert!(
         agent_endpoint.starts_with("tcp://127.0.0.1:") && !agent_endpoint.ends_with(":0"),

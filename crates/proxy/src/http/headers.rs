@@ -14,7 +14,8 @@
 //! trailers on behalf of a client that accepts them (RFC 9110 §10.1.4).
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, VIA,
+    Entry, HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE,
+    PROXY_AUTHORIZATION, SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 
 /// Headers that are hop-by-hop whatever `Connection` says.
@@ -94,6 +95,22 @@ pub(crate) fn request_trailers(headers: &mut HeaderMap) {
     headers.insert(TE, HeaderValue::from_static("trailers"));
     if !connection_has(headers, "te") {
         headers.append(CONNECTION, HeaderValue::from_static("te"));
+    }
+}
+
+/// Headers that carry credentials (RFC 9110 §11.6.2, §11.7.2; RFC 6265 §4).
+const CREDENTIALS: [HeaderName; 4] = [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SET_COOKIE];
+
+/// Marks every credential header value sensitive: its `Debug` form becomes `Sensitive`
+/// (so no log line can print it by accident) and HTTP/2 never indexes it (RFC 7541
+/// §7.1.3). The values themselves are forwarded unchanged.
+pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in CREDENTIALS {
+        if let Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
     }
 }
 
@@ -179,6 +196,24 @@ mod tests {
         request_trailers(&mut h);
         assert_eq!(h["te"], "trailers");
         assert!(connection_has(&h, "te"));
+    }
+
+    #[test]
+    fn credentials_are_marked_sensitive() {
+        let mut h = map(&[
+            ("authorization", "Bearer a-secret"),
+            ("cookie", "s=b-secret"),
+            ("cookie", "t=c-secret"),
+            ("proxy-authorization", "Basic d-secret"),
+            ("set-cookie", "s=e-secret"),
+            ("x-other", "visible"),
+        ]);
+        mark_sensitive(&mut h);
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("visible"), "{shown}");
+        assert_eq!(h.get_all("cookie").iter().count(), 2);
+        assert_eq!(h["authorization"], "Bearer a-secret", "values unchanged");
     }
 
     #[test]

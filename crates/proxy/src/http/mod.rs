@@ -2,22 +2,28 @@
 //! requests are forwarded over a pooled client, upgrades are spliced, and `/_pipegate/`
 //! is answered here.
 //!
-//! Per request, in order: own endpoints → hop-by-hop stripping (headers.rs) → forward
-//! (pooled client, upstream timeout) → on `101`, splice the tunnel (tunnel.rs) → every
-//! failure becomes exactly one response (respond.rs).
+//! Per connection: the client's bytes pass the framing checks (framing.rs) before hyper
+//! parses them. Per request, in order: the guard (guard.rs: a head refused at the edge,
+//! then `Host`, `Origin` and the bearer token on guarded TCP listeners) → own endpoints →
+//! hop-by-hop stripping (headers.rs) → forward (pooled client, upstream timeout, the
+//! upstream token from upstream_token.rs) → on `101`, splice the tunnel (tunnel.rs) →
+//! every failure becomes exactly one response (respond.rs).
 
 mod body;
+mod framing;
+mod guard;
 mod headers;
 pub(crate) mod metrics;
 mod respond;
 mod tunnel;
+mod upstream_token;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderValue, AUTHORIZATION, CONNECTION, HOST, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
@@ -34,8 +40,11 @@ use tracing::Instrument;
 
 use crate::config::{Config, LocalService, Target};
 use body::{Counted, Exchange, Flow};
+use framing::{Inspected, Verdicts};
+use guard::{Arrival, Guard};
 use metrics::Metrics;
 use respond::ProxyError;
+pub(crate) use upstream_token::UpstreamToken;
 
 /// The error type of [`ResBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,7 +62,11 @@ pub(crate) struct Shared {
     header_timeout: Duration,
     upstream_timeout: Duration,
     tunnel_idle_timeout: Duration,
+    /// Heads bigger than this are hyper's to refuse (431), not the framing check's.
+    max_head: usize,
     nonce: Option<HeaderValue>,
+    guard: Guard,
+    upstream_token: Option<Arc<UpstreamToken>>,
     pub(crate) metrics: Arc<Metrics>,
     tracker: TaskTracker,
     abort: CancellationToken,
@@ -70,6 +83,7 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub(crate) fn new(
         config: &Config,
+        upstream_token: Option<Arc<UpstreamToken>>,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
         abort: CancellationToken,
@@ -77,7 +91,8 @@ impl Shared {
         let route = match &config.target {
             Target::Upstream(upstream) => {
                 let connector = HyperConnector::fixed(upstream.clone())
-                    .with_options(config.connect_options.clone());
+                    .with_options(config.connect_options.clone())
+                    .with_dialer(config.dialer.clone());
                 let client = Client::builder(TokioExecutor::new())
                     // Without a timer the pool's idle timeout silently never fires.
                     .pool_timer(TokioTimer::new())
@@ -93,6 +108,7 @@ impl Shared {
             }
             Target::Local(service) => Route::Local(Arc::clone(service)),
         };
+        let max_head = config.http.max_header_size.max(8192);
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -102,7 +118,7 @@ impl Shared {
             .header_read_timeout(config.http.header_timeout)
             // hyper-util's builder has no max_header_size; a head that does not fit the
             // read buffer is refused with 431, which is the limit we want.
-            .max_buf_size(config.http.max_header_size.max(8192));
+            .max_buf_size(max_head);
         server
             .http2()
             .timer(TokioTimer::new())
@@ -113,10 +129,13 @@ impl Shared {
             header_timeout: config.http.header_timeout,
             upstream_timeout: config.http.upstream_timeout,
             tunnel_idle_timeout: config.http.tunnel_idle_timeout,
+            max_head,
             nonce: config
                 .nonce
                 .as_deref()
                 .and_then(|n| HeaderValue::from_str(n).ok()),
+            guard: Guard::new(&config.tcp_access),
+            upstream_token,
             metrics,
             tracker,
             abort,
@@ -129,6 +148,9 @@ impl Shared {
 pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: CancellationToken) {
     let mode = stream.mode();
     let half_close = stream.supports_half_close();
+    let listener = Arc::new(stream.peer().endpoint.clone());
+    let verdicts = Arc::new(Verdicts::default());
+    let stream = Inspected::new(stream, shared.max_head, Arc::clone(&verdicts));
     shared.metrics.connection_opened(mode);
     let abort = shared.abort.clone();
     let service_shared = Arc::clone(&shared);
@@ -141,7 +163,16 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
     let service = service_fn(move |req| {
         service_first_request.cancel();
         let shared = Arc::clone(&service_shared);
-        async move { Ok::<_, Infallible>(handle(shared, mode, half_close, req).await) }
+        let listener = Arc::clone(&listener);
+        let verdicts = Arc::clone(&verdicts);
+        async move {
+            let arrival = Arrival {
+                mode,
+                listener: &listener,
+                verdicts: &verdicts,
+            };
+            Ok::<_, Infallible>(handle(shared, &arrival, half_close, req).await)
+        }
     });
     let first_head_deadline = async {
         tokio::select! {
@@ -190,10 +221,43 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
 
 async fn handle(
     shared: Arc<Shared>,
-    mode: Mode,
+    arrival: &Arrival<'_>,
     client_half_close: bool,
     req: Request<Incoming>,
 ) -> Response<ResBody> {
+    // hyper treats these as upgrades (RFC 9110 §7.8, §9.3.6) and the framing check stops
+    // reading at them; if one is refused, the connection must not carry more requests.
+    let upgrade_like = (req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE))
+        || req.method() == Method::CONNECT;
+    let mut resp = route(shared, arrival, client_half_close, req).await;
+    if upgrade_like && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn route(
+    shared: Arc<Shared>,
+    arrival: &Arrival<'_>,
+    client_half_close: bool,
+    mut req: Request<Incoming>,
+) -> Response<ResBody> {
+    let mode = arrival.mode;
+    headers::mark_sensitive(req.headers_mut());
+    if let Err(rejection) = shared.guard.check(&mut req, arrival) {
+        let resp = respond::proxy_error(None, &ProxyError::Rejected(rejection));
+        // The method and path only: nothing the client sent in headers is logged.
+        tracing::info!(
+            http.request.method = %req.method(),
+            url.path = %req.uri().path(),
+            http.response.status_code = resp.status().as_u16(),
+            reason = rejection.reason(),
+            "request refused"
+        );
+        shared.metrics.request(resp.status().as_u16());
+        return resp;
+    }
     if req.uri().path().starts_with(OWN_PREFIX) {
         let resp = own_endpoint(&shared, &req);
         shared.metrics.request(resp.status().as_u16());
@@ -314,6 +378,10 @@ async fn forward(
         headers::request_trailers(&mut parts.headers);
     }
     parts.headers.insert(HOST, host);
+    if let Some(token) = &shared.upstream_token {
+        // Whatever the client sent is replaced: this bridge authenticates itself.
+        parts.headers.insert(AUTHORIZATION, token.header());
+    }
     headers::add_via(&mut parts.headers);
     let path_and_query = parts
         .uri
@@ -347,7 +415,8 @@ async fn forward(
             shared.metrics.upstream_error();
             let detail = error_detail(&e);
             tracing::warn!(error = %detail, upstream.endpoint = %upstream.endpoint, "upstream request failed");
-            let resp = respond::proxy_error(upstream.endpoint, &ProxyError::Unavailable { detail });
+            let resp =
+                respond::proxy_error(Some(upstream.endpoint), &ProxyError::Unavailable { detail });
             exchange.set_status(resp.status().as_u16());
             return resp;
         }
@@ -355,12 +424,14 @@ async fn forward(
             shared.metrics.upstream_error();
             let after_ms = shared.upstream_timeout.as_millis() as u64;
             tracing::warn!(upstream.endpoint = %upstream.endpoint, after_ms, "upstream timed out");
-            let resp = respond::proxy_error(upstream.endpoint, &ProxyError::Timeout { after_ms });
+            let resp =
+                respond::proxy_error(Some(upstream.endpoint), &ProxyError::Timeout { after_ms });
             exchange.set_status(resp.status().as_u16());
             return resp;
         }
     };
     exchange.set_status(resp.status().as_u16());
+    headers::mark_sensitive(resp.headers_mut());
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {

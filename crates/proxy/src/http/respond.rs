@@ -8,9 +8,10 @@ use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use pipegate_transport::Endpoint;
 
+use super::guard::Rejection;
 use super::ResBody;
 
-/// Why forwarding failed.
+/// Why a request got a response from pipegate rather than from the upstream.
 #[derive(Debug)]
 pub(crate) enum ProxyError {
     /// The upstream could not be reached (refused, missing, permission denied) or
@@ -18,10 +19,13 @@ pub(crate) enum ProxyError {
     Unavailable { detail: String },
     /// The upstream did not answer within the upstream timeout.
     Timeout { after_ms: u64 },
+    /// The request was refused at the edge (see `guard.rs`); never forwarded.
+    Rejected(Rejection),
 }
 
-/// The single rescue: a failure → a `502`/`504` with a small JSON body.
-pub(crate) fn proxy_error(upstream: &Endpoint, error: &ProxyError) -> Response<ResBody> {
+/// The single rescue: a failure → its status, `x-pipegate-error` kind and a small JSON
+/// body (naming the upstream for upstream failures). No request data is echoed.
+pub(crate) fn proxy_error(upstream: Option<&Endpoint>, error: &ProxyError) -> Response<ResBody> {
     let (status, kind, error_text, detail) = match error {
         ProxyError::Unavailable { detail } => (
             StatusCode::BAD_GATEWAY,
@@ -35,13 +39,72 @@ pub(crate) fn proxy_error(upstream: &Endpoint, error: &ProxyError) -> Response<R
             "upstream timed out",
             format!("no response within {after_ms} ms"),
         ),
+        ProxyError::Rejected(Rejection::Malformed(why)) => (
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "malformed request",
+            why.describe().to_owned(),
+        ),
+        ProxyError::Rejected(Rejection::MisdirectedHost) => (
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            "Host not allowed",
+            "this TCP listener answers requests for localhost, 127.0.0.1, [::1] or its own \
+             address only (DNS-rebinding protection); `pipegate serve --allow-host NAME` \
+             adds a name"
+                .to_owned(),
+        ),
+        ProxyError::Rejected(Rejection::ForbiddenOrigin) => (
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "Origin not allowed",
+            "this TCP listener accepts browser requests from loopback origins only \
+             (cross-site request protection); `pipegate serve --allow-origin ORIGIN` adds one"
+                .to_owned(),
+        ),
+        ProxyError::Rejected(Rejection::Unauthorized { presented }) => (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            if *presented {
+                "wrong bearer token"
+            } else {
+                "bearer token required"
+            },
+            "this TCP listener needs `Authorization: Bearer <token>` (browsers: a \
+             `Sec-WebSocket-Protocol` entry `pipegate.bearer.<token>`); `pipegate serve` \
+             writes the token to <state dir>/pipegate/instances/<name>.token, and \
+             `pipegate request` presents it"
+                .to_owned(),
+        ),
     };
-    let body = serde_json::json!({
-        "error": error_text,
-        "upstream": upstream.to_string(),
-        "detail": detail,
-    });
-    json(status, kind, &body.to_string())
+    let mut body = serde_json::json!({ "error": error_text });
+    if let (Some(upstream), ProxyError::Unavailable { .. } | ProxyError::Timeout { .. }) =
+        (upstream, error)
+    {
+        body["upstream"] = upstream.to_string().into();
+    }
+    body["detail"] = detail.into();
+    let mut resp = json(status, kind, &body.to_string());
+    match error {
+        ProxyError::Rejected(Rejection::Unauthorized { presented }) => {
+            // RFC 6750 §3: the scheme, and why a presented token failed.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(if *presented {
+                    r#"Bearer realm="pipegate", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="pipegate""#
+                }),
+            );
+        }
+        ProxyError::Rejected(Rejection::Malformed(_)) => {
+            // The rest of the stream cannot be trusted to be framed as we think.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    resp
 }
 
 /// A JSON response with the `x-pipegate-error` kind header.
@@ -77,7 +140,7 @@ mod tests {
     async fn bad_gateway_body_names_the_upstream() {
         let up = Endpoint::parse("unix:///run/x.sock").unwrap();
         let resp = proxy_error(
-            &up,
+            Some(&up),
             &ProxyError::Unavailable {
                 detail: "nothing is listening".into(),
             },
