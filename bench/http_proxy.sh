@@ -20,7 +20,8 @@
 #   CONNS, THREADS   wrk -c / -t                                 (default 32, 1)
 #   BODIES           which bodies: "small big"                   (default both)
 #   IDLE_CONNS       idle client connections for the RSS step    (default 10000; 0 = skip)
-#   PIPEGATE_BIN     pipegate binary (default: $CARGO_TARGET_DIR or ./target, release, built if missing)
+#   PIPEGATE_BIN     pipegate binary used as is (default: cargo build --release -p pipegate, then
+#                    $CARGO_TARGET_DIR or ./target /release/pipegate)
 #   PIPEGATE_ARGS    extra `pipegate serve` options for the throughput instance (word-split)
 #   UP_WORKERS       worker_processes of the upstream nginx      (default auto)
 #   PROXY_WORKERS    worker_processes of the proxying nginx      (default auto)
