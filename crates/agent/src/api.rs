@@ -129,8 +129,13 @@ where
         }
         Err(e) => return Err(ApiError::BadRequest(format!("cannot read the body: {e}"))),
     };
+    parse_json(&body)
+}
+
+/// Parses a JSON object body; errors name the field at fault.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so type errors can name their field.
-    let json: serde_json::Value = serde_json::from_slice(&body)
+    let json: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid("body", format!("malformed JSON: {e}")))?;
     // serde would also read a struct from an array; only objects are accepted.
     if !json.is_object() {
@@ -138,13 +143,18 @@ where
     }
     let value = serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
+        // "." is the body itself; "" an unknown key spelled "" at the top level.
+        let field = if path == "." || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
         ApiError::invalid(field, e.into_inner().to_string())
     })?;
     Ok(value)
 }
 
-fn check_size(prefix: &str, size: &TerminalSize) -> Result<(), ApiError> {
+pub(crate) fn check_size(prefix: &str, size: &TerminalSize) -> Result<(), ApiError> {
     match size.invalid_field() {
         Some(field) => Err(ApiError::invalid(
             format!("{prefix}{field}"),
@@ -177,7 +187,7 @@ where
 
 /// Validates a create body and applies the environment and `PATH` policy documented on
 /// [`CreateSession`].
-fn spec(body: CreateSession) -> Result<(Spec, Vec<String>), ApiError> {
+pub(crate) fn spec(body: CreateSession) -> Result<(Spec, Vec<String>), ApiError> {
     if let Some(size) = &body.size {
         check_size("size.", size)?;
     }
@@ -322,6 +332,23 @@ mod tests {
         // An attach that is not an upgrade never reaches the session logic.
         let resp = call(&agent, Method::GET, "/v1/sessions/x/attach", Mode::Unix).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn errors_always_name_a_field() {
+        // Found by the control_json fuzz target: an unknown key "" gave `"field": ""`.
+        for body in [&br#"{"":0}"#[..], br#"{"Width":1,"":0}"#, b"[]", b"{"] {
+            match parse_json::<TerminalSize>(body).unwrap_err() {
+                ApiError::Invalid { field, message } => {
+                    assert_eq!(field, "body", "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match parse_json::<CreateSession>(br#"{"size":{"Width":1,"Height":1,"":2}}"#) {
+            Err(ApiError::Invalid { field, .. }) => assert!(field.starts_with("size"), "{field}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub(crate) enum ApiError {
     /// Too many sessions are running.
     #[error("too many sessions running (limit {0}); end one with DELETE /v1/sessions/ID")]
     TooMany(usize),
+    /// The agent is shutting down and starts no more sessions.
+    #[error("the agent is shutting down; it starts no new sessions")]
+    ShuttingDown,
     /// The request body is larger than the agent reads.
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +90,7 @@ impl ApiError {
             ApiError::Gone(_) => "gone",
             ApiError::TooMany(_) => "too_many_sessions",
             ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Unsupported(_) => "not_implemented",
             ApiError::Internal { .. } => "internal",
         }

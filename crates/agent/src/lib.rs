@@ -21,14 +21,17 @@
 //! (the message and `field` name the field: `argv`, `size.Width`, `env.X`, `Signal`),
 //! `404` for an unknown session, `409` for a second attach (or a resize without a
 //! terminal), `410` for an attach after the status was delivered, `429` at the session
-//! limit, `501` for what the platform cannot do (terminal sessions on Windows).
+//! limit, `503` once shutting down, `501` for what the platform cannot do (terminal
+//! sessions on Windows).
 //!
 //! A session's program runs on a pseudo-terminal (`tty: true`, the default) or on pipes
 //! with stdout and stderr apart. It starts at once; output waits (bounded, back-pressuring
 //! the program) until a client attaches. One client at a time may attach; a client that
 //! leaves without the exit status may re-attach within [`Limits::detach_timeout`], after
-//! which the session is ended as `DELETE` would. The environment and `PATH` policy is on
-//! [`CreateSession`](protocol::CreateSession).
+//! which the session is ended as `DELETE` would. A client that answers nothing, not
+//! even the agent's pings, for [`Limits::ping_timeout`] is disconnected and counts as
+//! gone. [`Agent::shutdown`] ends every session the same way. The environment and `PATH`
+//! policy is on [`CreateSession`](protocol::CreateSession).
 //!
 //! # Examples
 //!
@@ -50,6 +53,8 @@
 
 mod api;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 mod pty;
 mod session;
@@ -82,6 +87,12 @@ pub struct Limits {
     pub stdin_buffer: usize,
     /// Largest JSON request body; larger gets `413`. Default 64 KiB.
     pub max_body: usize,
+    /// An attached client is pinged every third of this; one that sends nothing at all
+    /// (not even the Pong) for this long is disconnected with Close 1001, and the
+    /// session is detached (see [`detach_timeout`](Limits::detach_timeout)), so a
+    /// client that hangs cannot hold a session forever. Zero turns pings off.
+    /// Default 90 s.
+    pub ping_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -93,6 +104,7 @@ impl Default for Limits {
             kill_grace: Duration::from_secs(2),
             stdin_buffer: 4 << 20,
             max_body: 64 << 10,
+            ping_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -125,6 +137,12 @@ impl Limits {
     /// Sets [`stdin_buffer`](Limits::stdin_buffer).
     pub fn stdin_buffer(mut self, bytes: usize) -> Limits {
         self.stdin_buffer = bytes.max(1);
+        self
+    }
+
+    /// Sets [`ping_timeout`](Limits::ping_timeout) (zero: no pings).
+    pub fn ping_timeout(mut self, timeout: Duration) -> Limits {
+        self.ping_timeout = timeout;
         self
     }
 }
@@ -179,6 +197,16 @@ impl Agent {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         api::route(self, request, transport).await
+    }
+
+    /// Ends every session as `DELETE` would (SIGHUP and SIGCONT to each session's
+    /// process groups, [`Limits::kill_grace`], then SIGKILL to the same groups and to
+    /// any found since), concurrently, and refuses new sessions (`503`) from now on.
+    /// Attached clients get their exit status; this waits a few seconds at most for
+    /// that. Call it before the runtime goes away: dropping a running session kills
+    /// only its program's process, not the jobs it started in other process groups.
+    pub async fn shutdown(&self) {
+        self.inner.sessions.shutdown().await;
     }
 
     fn info(&self, transport: Mode) -> serde_json::Value {

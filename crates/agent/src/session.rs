@@ -16,6 +16,7 @@
 //! every byte of output before the status.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ pub(crate) const OUTPUT_QUEUE: usize = 8;
 /// that still hold the terminal or pipes, per read and in total.
 const DRAIN_IDLE: Duration = Duration::from_millis(250);
 const DRAIN_TOTAL: Duration = Duration::from_secs(2);
+
+/// At shutdown, how long to wait for attached clients to receive their status.
+const SHUTDOWN_DELIVERY: Duration = Duration::from_secs(3);
 
 /// What the pump queues for the attached client.
 #[derive(Debug)]
@@ -90,6 +94,8 @@ pub(crate) struct Session {
     pub(crate) pid: u32,
     pub(crate) tty: bool,
     pub(crate) argv: Vec<String>,
+    /// [`Limits::ping_timeout`] for the clients that attach.
+    pub(crate) ping_timeout: Duration,
     control: pty::Control,
     input: mpsc::UnboundedSender<Input>,
     budget: Arc<Semaphore>,
@@ -102,6 +108,10 @@ pub(crate) struct Session {
 impl Session {
     fn attach_state(&self) -> MutexGuard<'_, Attach> {
         self.attach.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_attached(&self) -> bool {
+        matches!(*self.attach_state(), Attach::Attached)
     }
 
     /// How the program ended, once it has.
@@ -122,7 +132,7 @@ impl Session {
             pid: self.pid,
             argv: self.argv.clone(),
             tty: self.tty,
-            attached: matches!(*self.attach_state(), Attach::Attached),
+            attached: self.is_attached(),
             exit,
         }
     }
@@ -258,6 +268,8 @@ impl Session {
 pub(crate) struct Registry {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     limits: Limits,
+    /// Set (under the `sessions` lock) by [`Registry::shutdown`]: no new sessions.
+    closing: AtomicBool,
 }
 
 impl Registry {
@@ -265,6 +277,7 @@ impl Registry {
         Registry {
             sessions: Mutex::new(HashMap::new()),
             limits,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -303,18 +316,48 @@ impl Registry {
         Ok(())
     }
 
+    /// Ends every session as [`Registry::delete`] does, all at once, and refuses new
+    /// ones; then waits (briefly) for attached clients to receive their status.
+    pub(crate) async fn shutdown(&self) {
+        let sessions: Vec<Arc<Session>> = {
+            let map = self.map();
+            self.closing.store(true, Ordering::SeqCst);
+            map.values().cloned().collect()
+        };
+        if sessions.is_empty() {
+            return;
+        }
+        tracing::info!(sessions = sessions.len(), "ending the sessions");
+        let grace = self.limits.kill_grace;
+        let mut ending = tokio::task::JoinSet::new();
+        for session in &sessions {
+            let session = Arc::clone(session);
+            ending.spawn(async move { session.terminate(grace).await });
+        }
+        while ending.join_next().await.is_some() {}
+        // The status follows the program's remaining output to an attached client.
+        let deadline = Instant::now() + SHUTDOWN_DELIVERY;
+        while sessions.iter().any(|s| s.is_attached()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts `spec` as a new session.
     ///
     /// # Errors
     ///
-    /// `429` at the session limit, `501` for what the platform cannot run, `400` when
-    /// the program cannot be executed, `500` for other spawn failures.
+    /// `429` at the session limit, `503` once shutting down, `501` for what the platform
+    /// cannot run, `400` when the program cannot be executed, `500` for other spawn
+    /// failures.
     pub(crate) fn create(
         self: &Arc<Registry>,
         spec: Spec,
         argv: Vec<String>,
     ) -> Result<Arc<Session>, ApiError> {
         let mut map = self.map();
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(ApiError::ShuttingDown);
+        }
         let running = map.values().filter(|s| s.exit().is_none()).count();
         // Ended sessions are kept a while for GET; cap them too.
         if running >= self.limits.max_sessions || map.len() >= self.limits.max_sessions * 4 {
@@ -352,6 +395,7 @@ impl Registry {
             pid,
             tty,
             argv,
+            ping_timeout: self.limits.ping_timeout,
             control,
             input: in_tx,
             budget: Arc::new(Semaphore::new(budget)),

@@ -6,8 +6,14 @@
 //! with the status and Close 1000. The *reader* never waits for the program: input goes
 //! into the session's budgeted input queue, and resize and signal act at once, so they
 //! work even while input is backed up.
+//!
+//! Keepalive ([`Limits::ping_timeout`](crate::Limits::ping_timeout)): the writer pings
+//! every third of the timeout, and every wait of the writer (for output, or for a send
+//! to get through) ends when the client has sent nothing at all for the timeout; the
+//! session is then detached and the connection closed with 1001. A client that stopped
+//! reading stops answering too, so a hung client cannot hold a session forever.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,6 +22,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Versio
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -23,7 +30,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::ApiError;
-use crate::protocol::{channel, SignalRequest, K8S_SUBPROTOCOL, MAX_MESSAGE_SIZE, SUBPROTOCOL};
+use crate::protocol::{
+    channel, Signal, SignalRequest, TerminalSize, K8S_SUBPROTOCOL, MAX_MESSAGE_SIZE, SUBPROTOCOL,
+};
 use crate::session::{Event, InputError, Session};
 
 /// How long to wait for the client's Close after ours, or for a stuck send to finish
@@ -32,7 +41,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// The negotiated subprotocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proto {
+pub(crate) enum Proto {
     Pipegate,
     K8s,
 }
@@ -138,6 +147,73 @@ enum End {
     Violation(CloseFrame),
     /// The client closed or vanished, or a send failed.
     Gone,
+    /// The client sent nothing, not even a Pong, for the ping timeout.
+    Silent,
+}
+
+/// When the client last sent anything (any frame, Pong included), for the keepalive.
+#[derive(Debug, Clone)]
+struct Seen(Arc<Mutex<Instant>>);
+
+impl Seen {
+    fn new() -> Seen {
+        Seen(Arc::new(Mutex::new(Instant::now())))
+    }
+
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes once nothing has arrived for `timeout`; never when `timeout` is zero.
+    async fn expired(&self, timeout: Duration) {
+        if timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let at = self.last() + timeout;
+            if at <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
+/// Ticks every third of the ping timeout (never when it is zero).
+struct Pinger(Option<tokio::time::Interval>);
+
+impl Pinger {
+    fn new(timeout: Duration) -> Pinger {
+        Pinger((!timeout.is_zero()).then(|| {
+            let period = (timeout / 3).max(Duration::from_millis(1));
+            let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        }))
+    }
+
+    async fn tick(&mut self) {
+        match &mut self.0 {
+            Some(interval) => {
+                interval.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The WebSocket limits of an attached client.
+pub(crate) fn config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_MESSAGE_SIZE);
+    config.max_frame_size = Some(MAX_MESSAGE_SIZE);
+    // Bounded: a client that stops reading stalls the writer instead of growing this.
+    config.max_write_buffer_size = 4 * MAX_MESSAGE_SIZE;
+    config
 }
 
 /// Serves one attached client until the status is delivered or the client leaves.
@@ -145,16 +221,22 @@ async fn serve<S>(io: S, session: Arc<Session>, output: mpsc::Receiver<Event>, p
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_MESSAGE_SIZE);
-    config.max_frame_size = Some(MAX_MESSAGE_SIZE);
-    // Bounded: a client that stops reading stalls the writer instead of growing this.
-    config.max_write_buffer_size = 4 * MAX_MESSAGE_SIZE;
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
     let (mut sink, stream) = ws.split();
     let (close_tx, mut close_rx) = mpsc::channel::<CloseFrame>(1);
-    let mut reader = tokio::spawn(read_loop(stream, Arc::clone(&session), proto, close_tx));
+    let seen = Seen::new();
+    let mut reader = tokio::spawn(read_loop(
+        stream,
+        Arc::clone(&session),
+        proto,
+        close_tx,
+        seen.clone(),
+    ));
     let mut output = output;
+    // Keepalive: pings, and a deadline for hearing anything from the client that also
+    // bounds every send (a client that stops reading stops answering too).
+    let timeout = session.ping_timeout;
+    let mut pinger = Pinger::new(timeout);
     tracing::debug!(session.id = %session.id, proto = proto.token(), "client attached");
 
     // The Kubernetes "ready" message: empty, on the lowest channel we write.
@@ -166,6 +248,19 @@ where
             tokio::select! {
                 biased;
                 close = close_rx.recv() => break closed(close, &mut sink).await,
+                () = seen.expired(timeout) => break End::Silent,
+                () = pinger.tick() => {
+                    tokio::select! {
+                        biased;
+                        close = close_rx.recv() => break closed(close, &mut sink).await,
+                        () = seen.expired(timeout) => break End::Silent,
+                        sent = sink.send(Message::Ping(Bytes::new())) => {
+                            if sent.is_err() {
+                                break End::Gone;
+                            }
+                        }
+                    }
+                }
                 event = output.recv() => match event {
                     Some(Event::Output(frame)) => {
                         // A slow client makes this wait (back-pressure); a violation
@@ -173,6 +268,7 @@ where
                         tokio::select! {
                             biased;
                             close = close_rx.recv() => break closed(close, &mut sink).await,
+                            () = seen.expired(timeout) => break End::Silent,
                             sent = sink.send(Message::Binary(frame)) => {
                                 if sent.is_err() {
                                     break End::Gone;
@@ -184,10 +280,12 @@ where
                         let mut frame = BytesMut::with_capacity(256);
                         frame.put_u8(channel::STATUS);
                         frame.extend_from_slice(&serde_json::to_vec(&status).unwrap_or_default());
-                        break if sink.send(Message::Binary(frame.freeze())).await.is_ok() {
-                            End::Delivered
-                        } else {
-                            End::Gone
+                        break tokio::select! {
+                            biased;
+                            () = seen.expired(timeout) => End::Silent,
+                            sent = sink.send(Message::Binary(frame.freeze())) => {
+                                if sent.is_ok() { End::Delivered } else { End::Gone }
+                            }
                         };
                     }
                     None => break End::Gone,
@@ -225,6 +323,21 @@ where
             reader.abort();
             session.detach(output);
             tracing::debug!(session.id = %session.id, "client detached");
+        }
+        End::Silent => {
+            reader.abort();
+            session.detach(output);
+            tracing::info!(
+                session.id = %session.id,
+                timeout_ms = timeout.as_millis() as u64,
+                "client detached: it answered nothing, not even pings"
+            );
+            // Likely unread, and the send may not get through: bounded.
+            let close = close_frame(
+                CloseCode::Away,
+                "no answer to pings; the session stays and may be re-attached",
+            );
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(close)))).await;
         }
     }
 }
@@ -267,11 +380,15 @@ async fn read_loop<S>(
     session: Arc<Session>,
     proto: Proto,
     close: mpsc::Sender<CloseFrame>,
+    seen: Seen,
 ) -> Reader<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     while let Some(message) = stream.next().await {
+        if message.is_ok() {
+            seen.touch();
+        }
         let violation = match message {
             Ok(Message::Binary(data)) => dispatch(&session, proto, data).err(),
             Ok(Message::Text(_)) => Some(close_frame(
@@ -306,60 +423,94 @@ fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
 
 /// A resize message, read leniently as Kubernetes does (extra fields ignored).
 #[derive(Deserialize)]
-struct ResizeMessage {
+pub(crate) struct ResizeMessage {
     #[serde(rename = "Width", alias = "width")]
-    width: u32,
+    pub(crate) width: u32,
     #[serde(rename = "Height", alias = "height")]
-    height: u32,
+    pub(crate) height: u32,
 }
 
-/// Acts on one binary message.
-fn dispatch(session: &Session, proto: Proto, data: Bytes) -> Result<(), CloseFrame> {
+/// What one binary message from the client asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// Channel 0: bytes for the program's input.
+    Input(Bytes),
+    /// Channel 4: the last valid size in the message.
+    Resize(TerminalSize),
+    /// Channel 5 (`pipegate.pty.v1` only): a signal.
+    Signal(Signal),
+    /// `[255, 0]`: end of input.
+    CloseInput,
+    /// Empty, another channel, or a malformed resize or signal: ignored.
+    Ignore,
+}
+
+/// Reads one binary message (`[channel][payload]`); no I/O.
+pub(crate) fn decode(proto: Proto, data: Bytes) -> Command {
     let Some(&ch) = data.first() else {
-        return Ok(());
+        return Command::Ignore;
     };
     let payload = data.slice(1..);
     match ch {
-        channel::STDIN => match session.write_input(payload) {
-            Err(InputError::Overflow) => Err(close_frame(
-                CloseCode::Policy,
-                "stdin overflow: the program is not reading its input",
-            )),
-            Ok(()) | Err(InputError::Closed) => Ok(()),
-        },
+        channel::STDIN => Command::Input(payload),
         channel::RESIZE => {
             // Several objects may be concatenated; the last valid one wins.
             let last = serde_json::Deserializer::from_slice(&payload)
                 .into_iter::<ResizeMessage>()
                 .map_while(Result::ok)
                 .last();
-            if let Some(size) = last {
-                let size = crate::protocol::TerminalSize::new(size.width, size.height);
-                if size.invalid_field().is_none() {
-                    if let Err(e) = session.resize(size) {
-                        tracing::debug!(error = %e, "resize ignored");
+            match last {
+                Some(size) => {
+                    let size = TerminalSize::new(size.width, size.height);
+                    if size.invalid_field().is_none() {
+                        Command::Resize(size)
+                    } else {
+                        Command::Ignore
                     }
                 }
+                None => Command::Ignore,
             }
-            Ok(())
         }
         channel::SIGNAL if proto == Proto::Pipegate => {
             match serde_json::from_slice::<SignalRequest>(&payload) {
-                Ok(req) => {
-                    if let Err(e) = session.signal(req.signal) {
-                        tracing::debug!(error = %e, signal = %req.signal, "signal not delivered");
-                    }
+                Ok(req) => Command::Signal(req.signal),
+                Err(e) => {
+                    tracing::debug!(error = %e, "malformed signal message ignored");
+                    Command::Ignore
                 }
-                Err(e) => tracing::debug!(error = %e, "malformed signal message ignored"),
+            }
+        }
+        channel::CLOSE if payload.first() == Some(&channel::STDIN) => Command::CloseInput,
+        _ => Command::Ignore,
+    }
+}
+
+/// Acts on one binary message.
+fn dispatch(session: &Session, proto: Proto, data: Bytes) -> Result<(), CloseFrame> {
+    match decode(proto, data) {
+        Command::Input(payload) => match session.write_input(payload) {
+            Err(InputError::Overflow) => Err(close_frame(
+                CloseCode::Policy,
+                "stdin overflow: the program is not reading its input",
+            )),
+            Ok(()) | Err(InputError::Closed) => Ok(()),
+        },
+        Command::Resize(size) => {
+            if let Err(e) = session.resize(size) {
+                tracing::debug!(error = %e, "resize ignored");
             }
             Ok(())
         }
-        channel::CLOSE => {
-            if payload.first() == Some(&channel::STDIN) {
-                session.close_input();
+        Command::Signal(signal) => {
+            if let Err(e) = session.signal(signal) {
+                tracing::debug!(error = %e, signal = %signal, "signal not delivered");
             }
             Ok(())
         }
-        _ => Ok(()),
+        Command::CloseInput => {
+            session.close_input();
+            Ok(())
+        }
+        Command::Ignore => Ok(()),
     }
 }

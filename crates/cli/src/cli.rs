@@ -158,7 +158,29 @@ pub(crate) struct ServeArgs {
     /// http: close a WebSocket (upgraded) tunnel after this long without traffic.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub(crate) tunnel_idle_timeout: Duration,
+    /// Most sessions running at once; more get 429.
+    #[arg(long, default_value_t = 64, value_name = "N", conflicts_with = "upstream",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+          help_heading = AGENT_HEADING)]
+    pub(crate) max_sessions: usize,
+    /// End a session nobody is attached to for this long (SIGHUP, --kill-grace, SIGKILL).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, conflicts_with = "upstream",
+          help_heading = AGENT_HEADING)]
+    pub(crate) detach_timeout: Duration,
+    /// Between SIGHUP and SIGKILL when a session is ended (DELETE, --detach-timeout,
+    /// shutdown).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, conflicts_with = "upstream",
+          help_heading = AGENT_HEADING)]
+    pub(crate) kill_grace: Duration,
+    /// Ping attached clients every third of this; disconnect one that answers nothing for
+    /// this long (its session stays, detached). 0 turns pings off.
+    #[arg(long, default_value = "90s", value_parser = parse_duration, conflicts_with = "upstream",
+          help_heading = AGENT_HEADING)]
+    pub(crate) ping_timeout: Duration,
 }
+
+/// `pipegate serve --help`: where the built-in agent's options are listed.
+const AGENT_HEADING: &str = "Agent (without --upstream)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ServeMode {

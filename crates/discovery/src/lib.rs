@@ -53,6 +53,8 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod record;
 mod registry;

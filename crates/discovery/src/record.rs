@@ -321,9 +321,14 @@ pub(crate) mod rfc3339 {
         let secs =
             days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59)
                 - offset;
-        let secs = u64::try_from(secs).ok()?;
+        // Before 1970, or after the last second a four-digit year can write (an offset
+        // can carry 9999-12-31 into year 10000, which `format` could not write back).
+        let secs = u64::try_from(secs).ok().filter(|&s| s <= MAX_SECS)?;
         Some(UNIX_EPOCH + Duration::new(secs, nanos))
     }
+
+    /// 9999-12-31T23:59:59Z.
+    const MAX_SECS: u64 = 253_402_300_799;
 
     fn is_leap(y: i64) -> bool {
         (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
@@ -389,9 +394,21 @@ mod tests {
             "2026-03-23T24:00:00Z",
             "2026-03-23 10:00:00Z",
             "2026-03-23T10:00:00+1:00",
+            "1970-01-01T00:00:00+00:01",
+            // Found by reading the instance_record fuzz target's invariant (the fuzzer
+            // did not reach it in 10 minutes): year 10000 in UTC, which `format` writes
+            // as a five-digit year that does not parse.
+            "9999-12-31T23:00:00-01:00",
         ] {
             assert_eq!(rfc3339::parse(bad), None, "{bad:?}");
         }
+        let last = "9999-12-31T23:59:59.999999999Z";
+        let t = rfc3339::parse(last).unwrap();
+        assert_eq!(rfc3339::format(t), last);
+        assert_eq!(
+            rfc3339::parse("9999-12-31T22:59:59.999999999-01:00"),
+            Some(t)
+        );
     }
 
     #[test]

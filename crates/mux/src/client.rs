@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{self, Answer, Request, Status};
-use crate::session::{self, MuxStream, Session, StreamIo, WireIo};
+use crate::session::{self, MuxStream, Pending, Session, StreamIo, WireIo};
 use crate::sys;
 use crate::via::Via;
 
@@ -33,6 +33,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// How long a closing session may take to say goodbye, and a helper to exit after that.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const EXIT_GRACE: Duration = Duration::from_secs(3);
+/// How long past a stream's dial deadline its answer may come: the far side answers an
+/// unreachable endpoint when its own dial times out, so leave it a moment to say so.
+const VERDICT_GRACE: Duration = Duration::from_secs(1);
 
 /// Tuning for a [`Connector`].
 #[derive(Debug, Clone)]
@@ -41,18 +44,22 @@ pub struct ConnectorOptions {
     /// How long a new session may take to answer its first stream header (a helper under
     /// Wine or WSL interop can take seconds to start). Later streams get the dial timeout.
     pub startup_timeout: Duration,
+    /// Whether [`Dialer::dial`] hands out a stream as soon as its header is sent, instead of
+    /// after the far side's answer (see [`Connector::open_optimistic`]). Off by default.
+    pub optimistic_open: bool,
 }
 
 impl Default for ConnectorOptions {
     fn default() -> ConnectorOptions {
         ConnectorOptions {
             startup_timeout: Duration::from_secs(30),
+            optimistic_open: false,
         }
     }
 }
 
 impl ConnectorOptions {
-    /// The defaults: a 30 s start-up allowance.
+    /// The defaults: a 30 s start-up allowance, streams handed out once answered.
     pub fn new() -> ConnectorOptions {
         ConnectorOptions::default()
     }
@@ -60,6 +67,12 @@ impl ConnectorOptions {
     /// Sets [`startup_timeout`](ConnectorOptions::startup_timeout).
     pub fn startup_timeout(mut self, timeout: Duration) -> ConnectorOptions {
         self.startup_timeout = timeout;
+        self
+    }
+
+    /// Sets [`optimistic_open`](ConnectorOptions::optimistic_open).
+    pub fn optimistic_open(mut self, optimistic: bool) -> ConnectorOptions {
+        self.optimistic_open = optimistic;
         self
     }
 }
@@ -83,8 +96,9 @@ impl ConnectorOptions {
 /// [`shutdown`](Connector::shutdown), whatever is left in that group is killed, and the
 /// helper itself is killed when its handle is dropped. A helper whose stdin closes (the
 /// connector's process died) ends by itself, as `pipegate mux` does. On Windows the
-/// helper runs without a console window and is killed on drop; processes it starts
-/// itself are not tracked (no Job object yet).
+/// helper runs without a console window, in a Job object that kills it and every process
+/// it starts when the job is closed: when it exits, at shutdown, on drop, and when this
+/// process dies, even by `TerminateProcess`.
 #[derive(Clone)]
 pub struct Connector {
     inner: Arc<Inner>,
@@ -182,31 +196,83 @@ impl Connector {
     ///
     /// Cancel-safe: a stream being opened is dropped (and reset) with the future.
     pub async fn open(&self, endpoint: &Endpoint, timeout: Duration) -> Result<MuxStream> {
+        self.open_stream(endpoint, timeout, false).await
+    }
+
+    /// Like [`open`](Connector::open), but returns at once, without waiting for the far
+    /// side's answer: the stream's header goes out with the first write (in the same
+    /// frame as its bytes), or with the first read, flush or shutdown, which saves a round
+    /// trip to the far side per stream. The far side's verdict comes with the first read:
+    /// a refusal or a failed dial there fails that read (and every later one) with the
+    /// error `open` would have returned, as an `io::Error` (see [`Error::into_io`]) whose
+    /// inner error is that [`Error`]; bytes written before it are dropped. Reads wait for
+    /// the verdict at most `timeout` (plus a second for the far side's own dial timeout to
+    /// report). A stream dropped unused never reaches the far side.
+    ///
+    /// The upstream's half-close support ([`MuxStream::upstream_half_close`]) is inferred
+    /// from the endpoint's kind (a named pipe has none). While a new session has not
+    /// answered any stream yet (a helper just started or restarted), this waits for the
+    /// answer like `open`, so a helper that is not a `pipegate mux` still fails here.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Connector::open), except refusals and dial failures on the far side.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, like `open`.
+    pub async fn open_optimistic(
+        &self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<MuxStream> {
+        self.open_stream(endpoint, timeout, true).await
+    }
+
+    async fn open_stream(
+        &self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+        optimistic: bool,
+    ) -> Result<MuxStream> {
         let deadline = Instant::now() + timeout;
         let session = self.session(deadline).await?;
         let request = Request::Open {
             endpoint: endpoint.to_string(),
             timeout: Some(timeout),
         };
-        let ((io, permit), answer) = self.exchange(&session, &request, deadline).await?;
-        match answer.status {
-            Status::Ok => Ok(MuxStream::new(io, session, answer.half_close, permit)),
-            Status::NotAllowed => Err(Error::new(ErrorKind::NotAllowed, answer.message)),
-            Status::Unreachable => Err(Error::new(
-                ErrorKind::Unreachable,
-                format!(
-                    "{} cannot reach {endpoint}: {}",
-                    self.inner.label, answer.message
-                ),
-            )),
-            Status::BadRequest => Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "{} rejected the stream header: {}",
-                    self.inner.label, answer.message
-                ),
-            )),
+        if optimistic && session.is_proven() {
+            let header = protocol::encode_request(&request).map_err(|e| {
+                Error::new(ErrorKind::Protocol, format!("cannot ask for {endpoint}")).with_source(e)
+            })?;
+            let (stream, permit) = session
+                .open_raw(tokio::time::Instant::from_std(deadline))
+                .await?;
+            let verdict = Pending::new(
+                header,
+                self.inner.label.clone(),
+                endpoint.to_string(),
+                tokio::time::Instant::from_std(deadline + VERDICT_GRACE),
+            );
+            // What the far side's transport reports for a connection it dialed.
+            let half_close = !matches!(endpoint, Endpoint::NamedPipe(_));
+            return Ok(MuxStream::optimistic(
+                StreamIo::new(stream),
+                session,
+                half_close,
+                permit,
+                verdict,
+            ));
         }
+        let ((io, permit), answer) = self.exchange(&session, &request, deadline).await?;
+        let half_close = answer.half_close;
+        verdict(
+            &self.inner.label,
+            &endpoint.to_string(),
+            answer.message,
+            answer.status,
+        )?;
+        Ok(MuxStream::new(io, session, half_close, permit))
     }
 
     /// Closes the session (the helper sees its stdin close and exits; one that does not
@@ -245,33 +311,30 @@ impl Connector {
             protocol::write_request(&mut io, request).await?;
             protocol::read_answer(&mut io).await
         };
-        // The far side answers an unreachable endpoint when its own dial times out: leave
-        // it a moment to say so before giving up here.
-        let answer =
-            match tokio::time::timeout_at(deadline + Duration::from_secs(1), exchange).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(e)) => {
-                    // A helper that died says more than the broken stream does.
-                    session.settle(Duration::from_secs(1)).await;
-                    if !session.is_alive() {
-                        return Err(session.closed_error());
-                    }
-                    return Err(Error::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "{} broke off the stream header; is it `pipegate mux`?",
-                            self.inner.label
-                        ),
-                    )
-                    .with_source(e));
+        let answer = match tokio::time::timeout_at(deadline + VERDICT_GRACE, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                // A helper that died says more than the broken stream does.
+                session.settle(Duration::from_secs(1)).await;
+                if !session.is_alive() {
+                    return Err(session.closed_error());
                 }
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::TimedOut,
-                        format!("{} did not answer in time", self.inner.label),
-                    ))
-                }
-            };
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "{} broke off the stream header; is it `pipegate mux`?",
+                        self.inner.label
+                    ),
+                )
+                .with_source(e));
+            }
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::TimedOut,
+                    format!("{} did not answer in time", self.inner.label),
+                ))
+            }
+        };
         session.set_proven();
         Ok(((io, permit), answer))
     }
@@ -356,13 +419,13 @@ impl Connector {
         let (session, requests) = Session::new(generation);
         match &inner.via {
             Via::Exec(argv) => {
-                let (child, wire, stderr) = self.spawn_helper(argv)?;
+                let (helper, wire, stderr) = self.spawn_helper(argv)?;
                 let conn = session::connection(wire, yamux::Mode::Client);
                 inner.tasks.spawn(run_helper(
                     Arc::clone(&session),
                     conn,
                     requests,
-                    child,
+                    helper,
                     stderr,
                     inner.label.clone(),
                     inner.closing.clone(),
@@ -392,7 +455,7 @@ impl Connector {
         Ok(session)
     }
 
-    fn spawn_helper(&self, argv: &[String]) -> Result<(Child, Box<dyn WireIo>, StderrTail)> {
+    fn spawn_helper(&self, argv: &[String]) -> Result<(Helper, Box<dyn WireIo>, StderrTail)> {
         let label = &self.inner.label;
         let (program, args) = argv
             .split_first()
@@ -412,6 +475,19 @@ impl Connector {
             .with_source(e)
         })?;
         let pid = child.id().unwrap_or_default();
+        let tree = match sys::Tree::new(&child) {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                tracing::warn!(
+                    via = %label,
+                    helper.pid = pid,
+                    error = %e,
+                    "cannot hold on to the mux helper's process tree: processes it starts \
+                     may outlive it"
+                );
+                None
+            }
+        };
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -422,15 +498,40 @@ impl Connector {
         };
         tracing::info!(via = %label, helper.pid = pid, "mux helper started");
         let wire: Box<dyn WireIo> = Box::new(tokio::io::join(stdout, stdin));
-        Ok((child, wire, StderrTail::collect(stderr, pid)))
+        Ok((
+            Helper { child, tree },
+            wire,
+            StderrTail::collect(stderr, pid),
+        ))
+    }
+}
+
+/// What the far side's answer means for a stream to `endpoint`: `Ok` to go on, or the
+/// error that `open` returns (and an optimistic stream's first read).
+pub(crate) fn verdict(label: &str, endpoint: &str, message: String, status: Status) -> Result<()> {
+    match status {
+        Status::Ok => Ok(()),
+        Status::NotAllowed => Err(Error::new(ErrorKind::NotAllowed, message)),
+        Status::Unreachable => Err(Error::new(
+            ErrorKind::Unreachable,
+            format!("{label} cannot reach {endpoint}: {message}"),
+        )),
+        Status::BadRequest => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("{label} rejected the stream header: {message}"),
+        )),
     }
 }
 
 impl Dialer for Connector {
+    /// Opens a stream with [`open`](Connector::open), or with
+    /// [`open_optimistic`](Connector::open_optimistic) if
+    /// [`ConnectorOptions::optimistic_open`] is set.
     fn dial<'a>(&'a self, endpoint: &'a Endpoint, options: &'a ConnectOptions) -> Dialing<'a> {
         Box::pin(async move {
+            let optimistic = self.inner.options.optimistic_open;
             let stream = self
-                .open(endpoint, options.timeout)
+                .open_stream(endpoint, options.timeout, optimistic)
                 .await
                 .map_err(Error::into_io)?;
             let tunnel = Tunnel::new(
@@ -507,28 +608,43 @@ fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
     }
 }
 
+/// A helper process and its process tree (`None` if the platform would not track it).
+struct Helper {
+    child: Child,
+    tree: Option<sys::Tree>,
+}
+
+impl Helper {
+    /// Kills whatever is left of the helper's process tree.
+    fn kill_tree(&self) {
+        if let Some(tree) = &self.tree {
+            tree.kill();
+        }
+    }
+}
+
 /// Runs a helper's session until it ends, then reaps the helper and records why.
 async fn run_helper(
     session: Arc<Session>,
     conn: yamux::Connection<session::Wire>,
     requests: tokio::sync::mpsc::Receiver<session::OpenReply>,
-    mut child: Child,
+    mut helper: Helper,
     stderr: StderrTail,
     label: String,
     closing: CancellationToken,
 ) {
-    let pid = child.id().unwrap_or_default();
+    let pid = helper.child.id().unwrap_or_default();
     let close = CancellationToken::new();
     let drive = session::drive(conn, Some(requests), drop, close.clone());
     tokio::pin!(drive);
     let mut status = None;
     let result = tokio::select! {
         result = &mut drive => result,
-        exit = child.wait() => {
+        exit = helper.child.wait() => {
             status = Some(exit);
             // Whatever it started may hold its stdout open: end those, then let the
             // session see EOF.
-            sys::kill_tree(pid);
+            helper.kill_tree();
             tokio::time::timeout(CLOSE_GRACE, &mut drive)
                 .await
                 .unwrap_or(Err(yamux::ConnectionError::Closed))
@@ -552,15 +668,15 @@ async fn run_helper(
     // The connection is gone, so is the helper's stdin: it should exit by itself.
     let status = match status {
         Some(status) => status,
-        None => match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+        None => match tokio::time::timeout(EXIT_GRACE, helper.child.wait()).await {
             Ok(status) => status,
             Err(_) => {
-                let _ = child.start_kill();
-                child.wait().await
+                let _ = helper.child.start_kill();
+                helper.child.wait().await
             }
         },
     };
-    sys::kill_tree(pid);
+    helper.kill_tree();
     let tail = stderr.finish().await;
     let exit = describe_exit(&status);
     let stats = &session.stats;

@@ -12,9 +12,11 @@
 //!   bytes with half-close per stream.
 //! * A [`Connector`] is the other end: given a [`Via`] (`exec:CMD` to start a helper,
 //!   or the endpoint of a `pipegate mux --listen`), it keeps one session and opens one
-//!   [`MuxStream`] per connection. It supervises the helper: logs its exit status and
-//!   stderr tail, fails the streams in flight, restarts it with back-off, and kills it
-//!   at [`shutdown`](Connector::shutdown). It implements
+//!   [`MuxStream`] per connection, after the far side's answer or, with
+//!   [`Connector::open_optimistic`], at once (the first bytes travel with the header).
+//!   It supervises the helper: logs its exit status and stderr tail, fails the streams in
+//!   flight, restarts it with back-off, and kills it with its process tree at
+//!   [`shutdown`](Connector::shutdown). It implements
 //!   [`Dialer`](pipegate_transport::Dialer), so a bridge can forward through it.
 //! * [`stdio()`] is this process's stdin/stdout as one byte stream for a helper's
 //!   [`Server::serve`], with one thread per direction instead of a blocking-pool job
@@ -63,7 +65,8 @@
 //! connector.shutdown().await;
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+// `unsafe` only in `sys/windows.rs` (the Job object FFI).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 

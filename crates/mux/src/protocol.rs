@@ -12,6 +12,11 @@
 //!
 //! A hello is answered `ok` with the mux's version string and then closed; the client
 //! uses it to check, at start-up, that its helper really is a `pipegate mux`.
+//!
+//! The opener need not wait for the answer: bytes it sends right after the request (in the
+//! same frame, even) wait on the stream, within its flow-control window, until the mux has
+//! dialed the endpoint, and are dropped with the stream if the answer is a refusal. That
+//! saves a round trip across the helper's stdio per connection ("optimistic open").
 
 use std::io;
 use std::time::Duration;
@@ -105,6 +110,12 @@ pub(crate) async fn write_request<W: AsyncWrite + Unpin>(
     w: &mut W,
     request: &Request,
 ) -> io::Result<()> {
+    w.write_all(&encode_request(request)?).await?;
+    w.flush().await
+}
+
+/// `request` on the wire; `InvalidInput` for an endpoint longer than [`MAX_TEXT`].
+pub(crate) fn encode_request(request: &Request) -> io::Result<Vec<u8>> {
     let (kind, timeout, text) = match request {
         Request::Open { endpoint, timeout } => (0u8, *timeout, endpoint.as_str()),
         Request::Hello => (1u8, None, ""),
@@ -118,8 +129,7 @@ pub(crate) async fn write_request<W: AsyncWrite + Unpin>(
     buf.extend_from_slice(&millis.to_be_bytes());
     buf.extend_from_slice(&text_len(text)?.to_be_bytes());
     buf.extend_from_slice(text.as_bytes());
-    w.write_all(&buf).await?;
-    w.flush().await
+    Ok(buf)
 }
 
 /// Reads one request.
@@ -170,23 +180,47 @@ pub(crate) async fn write_answer<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
-/// Reads one answer; `InvalidData` if it is not one.
-pub(crate) async fn read_answer<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Answer> {
+/// Bytes the answer starting `buf` needs in all: its head, then (once the head is there)
+/// its message too.
+pub(crate) fn answer_len(buf: &[u8]) -> usize {
+    match buf {
+        [_, _, hi, lo, ..] => 4 + usize::from(u16::from_be_bytes([*hi, *lo])),
+        _ => 4,
+    }
+}
+
+/// Parses the answer `buf` holds (exactly [`answer_len`] bytes once complete): `None`
+/// while bytes are missing, `InvalidData` if it is not an answer.
+pub(crate) fn parse_answer(buf: &[u8]) -> io::Result<Option<Answer>> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    let mut head = [0u8; 4];
-    r.read_exact(&mut head).await?;
+    let Some(head) = buf.get(..4) else {
+        return Ok(None);
+    };
     let status = Status::from_code(head[0]).ok_or_else(|| invalid("unknown answer status"))?;
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let len = answer_len(buf) - 4;
     if len > MAX_TEXT {
         return Err(invalid("answer longer than 4096 bytes"));
     }
-    let mut message = vec![0u8; len];
-    r.read_exact(&mut message).await?;
-    Ok(Answer {
+    let Some(message) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    Ok(Some(Answer {
         status,
         half_close: head[1] & 1 == 1,
-        message: String::from_utf8(message).map_err(|_| invalid("answer is not UTF-8"))?,
-    })
+        message: String::from_utf8(message.to_vec()).map_err(|_| invalid("answer is not UTF-8"))?,
+    }))
+}
+
+/// Reads one answer; `InvalidData` if it is not one.
+pub(crate) async fn read_answer<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Answer> {
+    let mut buf = vec![0u8; 4];
+    r.read_exact(&mut buf).await?;
+    let len = answer_len(&buf);
+    if len - 4 <= MAX_TEXT {
+        buf.resize(len, 0);
+        r.read_exact(&mut buf[4..]).await?;
+    }
+    parse_answer(&buf)?.ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
 }
 
 #[cfg(test)]
@@ -227,6 +261,25 @@ mod tests {
         assert_eq!(back.status, Status::NotAllowed);
         assert!(back.half_close);
         assert!(back.message.len() <= MAX_TEXT && back.message.starts_with("éé"));
+    }
+
+    #[tokio::test]
+    async fn answers_parse_piece_by_piece() {
+        let answer = Answer {
+            status: Status::Unreachable,
+            half_close: false,
+            message: "no pipe".into(),
+        };
+        let mut buf = Vec::new();
+        write_answer(&mut buf, &answer).await.unwrap();
+        let mut got = Vec::new();
+        for byte in &buf {
+            assert_eq!(parse_answer(&got).unwrap(), None);
+            assert!(got.len() < answer_len(&got));
+            got.push(*byte);
+        }
+        assert_eq!(answer_len(&got), buf.len());
+        assert_eq!(parse_answer(&got).unwrap(), Some(answer));
     }
 
     #[tokio::test]

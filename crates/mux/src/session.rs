@@ -15,6 +15,7 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _, TokioAsyncReadC
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::protocol;
 
 /// Most streams yamux keeps per session. The default 1 GiB connection receive window is
 /// exactly 256 KiB (the initial per-stream window) times this.
@@ -28,6 +29,10 @@ pub(crate) const MAX_OPEN_STREAMS: usize = MAX_STREAMS / 2;
 /// Buffer each way on the wire: a yamux frame (12-byte header + up to 16 KiB) goes out in
 /// one write.
 const WIRE_BUFFER: usize = 64 * 1024;
+
+/// Most bytes of an optimistic stream's first write sent with its header: within yamux's
+/// 16 KiB frames, so header and data always share the first one.
+const FIRST_FRAME: usize = 8 * 1024;
 
 /// Anything a session can run over: a child's stdio, stdin/stdout, a socket.
 pub(crate) trait WireIo: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -351,6 +356,40 @@ impl AsyncWrite for StreamIo {
     }
 }
 
+/// An optimistically opened stream's header, until it is sent, and the far side's answer,
+/// until it has come.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    /// The encoded request; sent with the first write (or read, flush, shutdown).
+    header: Vec<u8>,
+    /// How much of `header` is sent.
+    sent: usize,
+    /// The answer's bytes so far.
+    buf: Vec<u8>,
+    /// For the error, as `open` words it.
+    label: String,
+    endpoint: String,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Pending {
+    pub(crate) fn new(
+        header: Vec<u8>,
+        label: String,
+        endpoint: String,
+        deadline: tokio::time::Instant,
+    ) -> Pending {
+        Pending {
+            header,
+            sent: 0,
+            buf: Vec::new(),
+            label,
+            endpoint,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+}
+
 /// One stream of a client's session, to the endpoint its header named: bytes both ways,
 /// half-close forwarded (a write shutdown arrives as EOF on the far side, which keeps
 /// sending).
@@ -358,13 +397,19 @@ impl AsyncWrite for StreamIo {
 /// Reading or writing fails with `ConnectionAborted` (its inner error a
 /// [`crate::Error`] of kind [`ErrorKind::SessionClosed`] saying why) once the session is
 /// gone, for example when the helper process exited, and with `ConnectionReset` when the
-/// far side reset the stream.
+/// far side reset the stream. A stream from
+/// [`Connector::open_optimistic`](crate::Connector::open_optimistic) fails its reads with
+/// the far side's refusal, if that is its answer.
 #[derive(Debug)]
 pub struct MuxStream {
     io: StreamIo,
     session: Arc<Session>,
     half_close: bool,
     open_streams: u64,
+    /// Optimistic open: the answer not read yet.
+    pending: Option<Box<Pending>>,
+    /// The answer was a refusal (or never came): every read fails with this.
+    refused: Option<(ErrorKind, String)>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -382,7 +427,166 @@ impl MuxStream {
             session,
             half_close,
             open_streams,
+            pending: None,
+            refused: None,
             _permit: permit,
+        }
+    }
+
+    /// A stream whose header goes out with its first use and whose answer comes with its
+    /// first read; `half_close` is the guess reported meanwhile (and after).
+    pub(crate) fn optimistic(
+        io: StreamIo,
+        session: Arc<Session>,
+        half_close: bool,
+        permit: OwnedSemaphorePermit,
+        pending: Pending,
+    ) -> MuxStream {
+        let mut stream = MuxStream::new(io, session, half_close, permit);
+        stream.pending = Some(Box::new(pending));
+        stream
+    }
+
+    fn refusal(&self) -> Option<io::Error> {
+        self.refused
+            .as_ref()
+            .map(|(kind, message)| Error::new(*kind, message.clone()).into_io())
+    }
+
+    fn refuse(&mut self, err: Error) -> io::Error {
+        self.pending = None;
+        self.refused = Some((err.kind(), err.to_string()));
+        err.into_io()
+    }
+
+    /// Sends what is left of an optimistic stream's header.
+    fn poll_header(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(pending) = self.pending.as_mut() {
+            if pending.sent == pending.header.len() {
+                break;
+            }
+            let n = match std::task::ready!(
+                Pin::new(&mut self.io).poll_write(cx, &pending.header[pending.sent..])
+            ) {
+                Ok(0) => return Poll::Ready(Err(self.fail(io::ErrorKind::WriteZero.into()))),
+                Ok(n) => n,
+                Err(e) => return Poll::Ready(Err(self.fail(e))),
+            };
+            pending.sent += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// An optimistic stream's first write: the header and the start of `buf` in one
+    /// frame. `None` once the header is sent.
+    fn poll_write_with_header(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Option<Poll<io::Result<usize>>> {
+        let pending = self.pending.as_mut()?;
+        if pending.sent > 0 || buf.is_empty() {
+            return None;
+        }
+        let mut frame = Vec::with_capacity(pending.header.len() + buf.len().min(FIRST_FRAME));
+        frame.extend_from_slice(&pending.header);
+        frame.extend_from_slice(&buf[..buf.len().min(FIRST_FRAME)]);
+        let written = match Pin::new(&mut self.io).poll_write(cx, &frame) {
+            Poll::Pending => return Some(Poll::Pending),
+            Poll::Ready(Ok(0)) => return Some(Poll::Ready(Err(io::ErrorKind::WriteZero.into()))),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+        };
+        pending.sent = written.min(pending.header.len());
+        // Only part of the header went (a small window): the rest goes on the next call.
+        let data = written.saturating_sub(pending.header.len());
+        if data == 0 {
+            cx.waker().wake_by_ref();
+            return Some(Poll::Pending);
+        }
+        Some(Poll::Ready(Ok(data)))
+    }
+
+    /// Reads the far side's answer, if it is still to come: `Ok` once it said yes, the
+    /// refusal (or why no answer came) otherwise.
+    fn poll_verdict(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(err) = self.refusal() {
+            return Poll::Ready(Err(err));
+        }
+        std::task::ready!(self.poll_header(cx))?;
+        loop {
+            let Some(pending) = self.pending.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match protocol::parse_answer(&pending.buf) {
+                Ok(Some(answer)) => {
+                    let label = std::mem::take(&mut pending.label);
+                    let endpoint = std::mem::take(&mut pending.endpoint);
+                    self.pending = None;
+                    if let Err(e) =
+                        crate::client::verdict(&label, &endpoint, answer.message, answer.status)
+                    {
+                        return Poll::Ready(Err(self.refuse(e)));
+                    }
+                    if answer.half_close != self.half_close {
+                        tracing::debug!(
+                            upstream.endpoint = %endpoint,
+                            "the mux reports half-close {} for this endpoint, not {}",
+                            answer.half_close,
+                            self.half_close
+                        );
+                    }
+                    self.session.set_proven();
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let err = Error::new(
+                        ErrorKind::Protocol,
+                        format!("{} sent a malformed stream answer", pending.label),
+                    )
+                    .with_source(e);
+                    return Poll::Ready(Err(self.refuse(err)));
+                }
+            }
+            // Exactly the answer's bytes: what follows is the upstream's.
+            let mut chunk = [0u8; 256];
+            let want = (protocol::answer_len(&pending.buf) - pending.buf.len()).min(chunk.len());
+            let mut buf = ReadBuf::new(&mut chunk[..want]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    let err = match self.session.is_alive() {
+                        true => Error::new(
+                            ErrorKind::Protocol,
+                            format!("{} ended the stream before answering", pending.label),
+                        ),
+                        false => self.session.closed_error(),
+                    };
+                    return Poll::Ready(Err(self.refuse(err)));
+                }
+                Poll::Ready(Ok(())) => pending.buf.extend_from_slice(buf.filled()),
+                Poll::Ready(Err(e)) => {
+                    let err = match self.session.is_alive() {
+                        true => Error::new(
+                            ErrorKind::Protocol,
+                            format!("{} broke off the stream before answering", pending.label),
+                        )
+                        .with_source(e),
+                        false => self.session.closed_error(),
+                    };
+                    return Poll::Ready(Err(self.refuse(err)));
+                }
+                Poll::Pending => {
+                    if pending.deadline.as_mut().poll(cx).is_ready() {
+                        let err = Error::new(
+                            ErrorKind::TimedOut,
+                            format!("{} did not answer in time", pending.label),
+                        );
+                        return Poll::Ready(Err(self.refuse(err)));
+                    }
+                    return Poll::Pending;
+                }
+            }
         }
     }
 
@@ -429,6 +633,7 @@ impl AsyncRead for MuxStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_verdict(cx))?;
         let before = buf.filled().len();
         match std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf)) {
             Ok(()) => {
@@ -448,7 +653,17 @@ impl AsyncWrite for MuxStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match std::task::ready!(Pin::new(&mut this.io).poll_write(cx, buf)) {
+        if let Some(err) = this.refusal() {
+            return Poll::Ready(Err(err));
+        }
+        let written = match this.poll_write_with_header(cx, buf) {
+            Some(written) => std::task::ready!(written),
+            None => {
+                std::task::ready!(this.poll_header(cx))?;
+                std::task::ready!(Pin::new(&mut this.io).poll_write(cx, buf))
+            }
+        };
+        match written {
             Ok(n) => {
                 this.session
                     .stats
@@ -456,12 +671,20 @@ impl AsyncWrite for MuxStream {
                     .fetch_add(n as u64, Ordering::Relaxed);
                 Poll::Ready(Ok(n))
             }
-            Err(e) => Poll::Ready(Err(this.fail(e))),
+            // A refusal resets the stream: say why, if the answer is already here.
+            Err(e) => match this.pending.is_some() {
+                true => match this.poll_verdict(cx) {
+                    Poll::Ready(Err(refused)) => Poll::Ready(Err(refused)),
+                    _ => Poll::Ready(Err(this.fail(e))),
+                },
+                false => Poll::Ready(Err(this.fail(e))),
+            },
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_header(cx))?;
         match std::task::ready!(Pin::new(&mut this.io).poll_flush(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(this.fail(e))),
@@ -470,6 +693,7 @@ impl AsyncWrite for MuxStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        std::task::ready!(this.poll_header(cx))?;
         match std::task::ready!(Pin::new(&mut this.io).poll_shutdown(cx)) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(this.fail(e))),

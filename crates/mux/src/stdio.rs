@@ -21,6 +21,8 @@ use tokio_util::sync::PollSender;
 const READ_CHUNK: usize = 64 * 1024;
 /// Chunks queued each way before the other side waits.
 const QUEUE: usize = 16;
+/// Queued chunks are joined into one write up to this size.
+const WRITE_BATCH: usize = 256 * 1024;
 
 enum Out {
     Data(Vec<u8>),
@@ -30,7 +32,7 @@ enum Out {
 /// stdin (read side) and stdout (write side) of this process.
 ///
 /// A write is handed to the writer thread and returns; `flush` does not wait for it to
-/// reach the OS (the thread writes and flushes each chunk at once). `shutdown` waits until
+/// reach the OS (the thread writes and flushes at once whatever is queued, in one write). `shutdown` waits until
 /// everything handed over is written, then closes nothing: stdout stays open for the
 /// process, but no more bytes go to it.
 pub struct Stdio {
@@ -87,9 +89,22 @@ pub fn stdio() -> io::Result<Stdio> {
             let stdout = io::stdout();
             let mut stdout = stdout.lock();
             let mut failed: Option<io::Error> = None;
-            while let Some(out) = out_rx.blocking_recv() {
+            let mut next = None;
+            while let Some(out) = next.take().or_else(|| out_rx.blocking_recv()) {
                 match out {
-                    Out::Data(data) => {
+                    Out::Data(mut data) => {
+                        // Whatever else is queued goes in the same write: each write is a
+                        // round trip to wineserver under Wine.
+                        while data.len() < WRITE_BATCH {
+                            match out_rx.try_recv() {
+                                Ok(Out::Data(more)) => data.extend_from_slice(&more),
+                                Ok(close) => {
+                                    next = Some(close);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
                         if failed.is_none() {
                             if let Err(e) = stdout.write_all(&data).and_then(|()| stdout.flush()) {
                                 failed = Some(e);

@@ -7,7 +7,7 @@ mod support;
 use std::io;
 use std::time::Duration;
 
-use pipegate_mux::ErrorKind;
+use pipegate_mux::{Connector, ConnectorOptions, ErrorKind, Via};
 use pipegate_transport::{ConnectOptions, Dialer as _, Endpoint};
 use support::{connector, echo_digest, payload, sha256, upstream, within, Behavior, Mux};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -245,4 +245,156 @@ async fn start_says_hello_and_a_closed_connector_refuses() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::SessionClosed);
+}
+
+/// A connector whose session is up and proven (a hello answered), as after `serve` starts.
+async fn started(mux: &Mux, options: ConnectorOptions) -> Connector {
+    let connector = Connector::new(Via::Endpoint(mux.endpoint.clone()), options);
+    within(LIMIT, "the hello", connector.start()).await.unwrap();
+    connector
+}
+
+/// The mux error inside an `io::Error` from an optimistic stream.
+fn mux_error(err: &io::Error) -> &pipegate_mux::Error {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<pipegate_mux::Error>())
+        .unwrap_or_else(|| panic!("not a mux error inside: {err:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_streams_carry_data_and_a_refusal_fails_the_first_read() {
+    let echo = upstream(Behavior::Echo).await;
+    let other = upstream(Behavior::Echo).await;
+    let mux = Mux::start(vec![echo.endpoint.clone()]).await;
+    let connector = started(&mux, ConnectorOptions::new()).await;
+    let stream = connector
+        .open_optimistic(&echo.endpoint, OPEN)
+        .await
+        .unwrap();
+    let data = payload(11, 300_000);
+    assert_eq!(echo_digest(stream, &data).await.unwrap(), sha256(&data));
+
+    // Refused: the open itself succeeds; bytes written go nowhere; reads say why.
+    let mut refused = connector
+        .open_optimistic(&other.endpoint, OPEN)
+        .await
+        .unwrap();
+    refused.write_all(b"never delivered").await.unwrap();
+    let mut buf = [0u8; 16];
+    let err = within(LIMIT, "the refusal", refused.read(&mut buf))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+    assert_eq!(mux_error(&err).kind(), ErrorKind::NotAllowed);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{0} is not allowed: start `pipegate mux` with --allow {0}",
+            other.endpoint
+        )
+    );
+    let again = refused.read(&mut buf).await.unwrap_err();
+    assert_eq!(again.kind(), io::ErrorKind::PermissionDenied, "{again}");
+    let write = refused.write_all(b"more").await.unwrap_err();
+    assert_eq!(write.kind(), io::ErrorKind::PermissionDenied, "{write}");
+
+    // The session goes on.
+    let next = connector
+        .open_optimistic(&echo.endpoint, OPEN)
+        .await
+        .unwrap();
+    assert_eq!(next.session(), 1);
+    let data = payload(12, 1000);
+    assert_eq!(echo_digest(next, &data).await.unwrap(), sha256(&data));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optimistic_stream_to_an_unreachable_endpoint_fails_its_first_read() {
+    let gone = {
+        let up = upstream(Behavior::Echo).await;
+        up.endpoint.clone()
+    };
+    let mux = Mux::start(vec![gone.clone()]).await;
+    let connector = started(&mux, ConnectorOptions::new()).await;
+    let mut stream = connector.open_optimistic(&gone, OPEN).await.unwrap();
+    let mut buf = Vec::new();
+    let err = within(LIMIT, "the dial failure", stream.read_to_end(&mut buf))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    assert_eq!(mux_error(&err).kind(), ErrorKind::Unreachable);
+    assert!(
+        err.to_string().contains(&format!("cannot reach {gone}")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optimistic_stream_sends_its_header_on_first_read_or_shutdown() {
+    // The upstream talks first: the header goes out with the first read.
+    let firehose = upstream(Behavior::Firehose(100_000)).await;
+    let counter = upstream(Behavior::CountThenReply).await;
+    let mux = Mux::start(vec![firehose.endpoint.clone(), counter.endpoint.clone()]).await;
+    let connector = started(&mux, ConnectorOptions::new()).await;
+    let mut stream = connector
+        .open_optimistic(&firehose.endpoint, OPEN)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    within(LIMIT, "the firehose", stream.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 100_000);
+
+    // Nothing to send at all: the header goes out with the shutdown, then the FIN.
+    let mut stream = connector
+        .open_optimistic(&counter.endpoint, OPEN)
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut reply = String::new();
+    within(LIMIT, "the count", stream.read_to_string(&mut reply))
+        .await
+        .unwrap();
+    assert_eq!(reply, "got 0 bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimistic_open_waits_for_the_answer_until_the_session_is_proven() {
+    let echo = upstream(Behavior::Echo).await;
+    let other = upstream(Behavior::Echo).await;
+    let mux = Mux::start(vec![echo.endpoint.clone()]).await;
+    // No hello yet: the far side might not even be a mux, so this open waits.
+    let connector = connector(&mux);
+    let err = connector
+        .open_optimistic(&other.endpoint, OPEN)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAllowed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optimistic_dialer_hands_out_streams_before_the_answer() {
+    let echo = upstream(Behavior::Echo).await;
+    let other = upstream(Behavior::Echo).await;
+    let mux = Mux::start(vec![echo.endpoint.clone()]).await;
+    let connector = started(&mux, ConnectorOptions::new().optimistic_open(true)).await;
+    let stream = connector
+        .dial(&echo.endpoint, &ConnectOptions::new())
+        .await
+        .unwrap();
+    assert!(stream.supports_half_close(), "TCP upstreams half-close");
+    let data = payload(13, 50_000);
+    assert_eq!(echo_digest(stream, &data).await.unwrap(), sha256(&data));
+
+    let mut refused = connector
+        .dial(&other.endpoint, &ConnectOptions::new())
+        .await
+        .expect("the refusal comes with the first read");
+    let mut buf = [0u8; 1];
+    let err = within(LIMIT, "the refusal", refused.read(&mut buf))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("--allow"), "{err}");
 }

@@ -52,15 +52,19 @@
 //! server.await??;
 //! # Ok(()) }
 //! ```
-#![forbid(unsafe_code)]
+// `unsafe` only in sys/windows.rs (the process handle count).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
 mod config;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod raw;
 mod server;
+mod sys;
 
 pub use config::{Config, ForwardMode, HttpOptions, LocalService, Target, TcpAccess};
 pub use error::{Error, Result};

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use pipegate_transport::relay::{relay, RelayOptions};
+use pipegate_transport::relay::{relay, CloseReason, RelayOptions, RelayOutcome, Side};
 use pipegate_transport::{connect, Stream};
 use tokio_util::sync::CancellationToken;
 
@@ -45,8 +45,19 @@ pub(crate) async fn forward(mut client: Stream, config: &Config, abort: Cancella
     let via_streams = tunnel.as_ref().map(|t| t.open_streams);
     tokio::select! {
         outcome = relay(&mut client, &mut upstream, options) => {
+            if let Some(e) = refused_late(&outcome) {
+                tracing::warn!(
+                    error = %e,
+                    close.reason = "upstream_unavailable",
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    via.session = via_session,
+                    via.stream = via_stream,
+                    "connection closed: upstream unavailable"
+                );
+                return;
+            }
             let error = match &outcome.reason {
-                pipegate_transport::relay::CloseReason::Error(_, e) => Some(e.to_string()),
+                CloseReason::Error(_, e) => Some(e.to_string()),
                 _ => None,
             };
             tracing::info!(
@@ -70,5 +81,23 @@ pub(crate) async fn forward(mut client: Stream, config: &Config, abort: Cancella
                 "connection closed: shutdown grace period over"
             );
         }
+    }
+}
+
+/// The far side's refusal or failed dial, when a tunnel reported it with the stream's
+/// first read (a `--via` mux stream opened without waiting for its answer): the upstream
+/// was never there. A connected stream's read never fails with these kinds otherwise.
+fn refused_late(outcome: &RelayOutcome) -> Option<&std::io::Error> {
+    match &outcome.reason {
+        CloseReason::Error(Side::Upstream, e)
+            if outcome.upstream_to_client == 0
+                && matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::PermissionDenied
+                ) =>
+        {
+            Some(e)
+        }
+        _ => None,
     }
 }

@@ -1,10 +1,12 @@
 //! The accept loops, per-connection tasks and graceful shutdown.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use pipegate_transport::{Endpoint, Listener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -218,7 +220,7 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>) {
         };
         let task_ctx = Arc::clone(&ctx);
         ctx.tracker.spawn(
-            async move {
+            contained(async move {
                 let ctx = task_ctx;
                 match ctx.config.mode {
                     ForwardMode::Raw => raw::forward(stream, &ctx.config, ctx.abort.clone()).await,
@@ -228,9 +230,28 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>) {
                     }
                 }
                 drop(permit);
-            }
+            })
             .instrument(span),
         );
     }
     tracing::debug!(transport.endpoint = %local, "stopped accepting");
+}
+
+/// Runs one connection's (or tunnel's) task so that a panic in it ends that connection
+/// only: its state is dropped (closing the streams, giving back its connection slot and
+/// gauges) and the panic is logged, inside the task's span, as an error with its message.
+/// tokio would contain the panic anyway; this makes it visible in the structured log.
+pub(crate) async fn contained(task: impl Future<Output = ()>) {
+    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(a panic without a message)".to_owned());
+        tracing::error!(
+            panic.message = %message,
+            close.reason = "panic",
+            "connection task panicked; closed it, the bridge carries on"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! The structured log of HTTP mode, captured as JSON per test.
+//! The structured log of HTTP mode, captured as JSON per test; and a panic in one
+//! connection's task, contained and logged.
 //!
 //! The subscriber is installed with `set_default` (this thread only), so the test runs on
 //! a current-thread runtime where the bridge, the upstream and the client all run on the
@@ -49,8 +50,9 @@ fn span<'a>(event: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} span around {event}"))
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn request_completed_is_logged_with_its_fields_inside_the_connection_span() {
+/// JSON events at INFO and above, with their span list, captured on this thread until
+/// the guard is dropped.
+fn capture_json() -> (Capture, tracing::subscriber::DefaultGuard) {
     let capture = Capture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -60,7 +62,12 @@ async fn request_completed_is_logged_with_its_fields_inside_the_connection_span(
         .with_span_list(true)
         .with_writer(move || writer.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn request_completed_is_logged_with_its_fields_inside_the_connection_span() {
+    let (capture, _guard) = capture_json();
 
     let dir = private_dir();
     let upstream = Upstream::start(&sock(&dir, "up.sock")).await;
@@ -122,4 +129,104 @@ async fn request_completed_is_logged_with_its_fields_inside_the_connection_span(
     let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("not-logged"), "the query string was logged");
     assert!(!text.contains("pppppppp"), "the payload was logged");
+}
+
+/// A local service that panics on `/panic` and answers `200 ok` otherwise.
+struct Panicky;
+
+impl pipegate_proxy::LocalService for Panicky {
+    fn call(
+        &self,
+        request: Request<hyper::body::Incoming>,
+        _transport: pipegate_transport::Mode,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = http::Response<pipegate_proxy::ResBody>> + Send>,
+    > {
+        Box::pin(async move {
+            if request.uri().path() == "/panic" {
+                panic!("boom on purpose");
+            }
+            use http_body_util::BodyExt as _;
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(b"ok"))
+                .map_err(|never| match never {})
+                .boxed();
+            http::Response::new(body)
+        })
+    }
+}
+
+/// A panic while serving one connection ends that connection only: another client's
+/// kept-alive connection and new connections are served, the connection gauge comes back
+/// down, the shutdown has nothing left to drain, and the panic is logged as an error
+/// inside the connection's span.
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_in_one_connection_is_contained_and_logged() {
+    let (capture, _guard) = capture_json();
+
+    let config = pipegate_proxy::Config::local(vec![tcp_any()], Arc::new(Panicky));
+    let bridge = Running::start(config).await;
+
+    // A kept-alive connection from another client, served before and after.
+    let io = dial(bridge.tcp()).await.expect("dial");
+    let (mut other, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let resp = within(STEP, other.send_request(get_request("/ok")), "first /ok")
+        .await
+        .expect("first /ok");
+    assert_eq!(resp.status(), StatusCode::OK);
+    body_bytes(resp.into_body()).await;
+
+    // The panicking request: the connection closes without an answer.
+    let mut victim = dial(bridge.tcp()).await.expect("dial");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut victim,
+        b"GET /panic HTTP/1.1\r\nHost: pipegate.test\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let answer = within(STEP, read_to_close(&mut victim), "the closed connection").await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+
+    let resp = within(
+        STEP,
+        other.send_request(get_request("/ok")),
+        "/ok after the panic",
+    )
+    .await
+    .expect("the other connection still works");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_bytes(resp.into_body()).await, "ok");
+    drop(other);
+    let (status, _, body) = get(bridge.tcp(), "/ok").await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+
+    // Only the metrics request's own connection is left open.
+    eventually(STEP, "the connection gauge back at 1", || async {
+        let text = metrics(bridge.tcp()).await;
+        (metric(&text, "pipegate_connections_open{transport=\"tcp\"}") == 1).then_some(())
+    })
+    .await;
+
+    let event = capture
+        .events()
+        .into_iter()
+        .find(|e| e["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error event in {:?}", capture.events()));
+    assert_eq!(
+        event["fields"]["message"], "connection task panicked; closed it, the bridge carries on",
+        "{event}"
+    );
+    assert_eq!(
+        event["fields"]["panic.message"], "boom on purpose",
+        "{event}"
+    );
+    assert_eq!(event["fields"]["close.reason"], "panic", "{event}");
+    assert_eq!(
+        span(&event, "connection")["transport.mode"],
+        "tcp",
+        "{event}"
+    );
+    assert_eq!(bridge.stop().await.aborted, 0);
 }

@@ -52,6 +52,8 @@
 mod connect;
 mod endpoint;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hyper;
 mod listener;
 pub mod relay;

@@ -53,9 +53,13 @@ async fn serve_stdio(server: Server, allow: &str) -> anyhow::Result<ExitCode> {
     // Not tokio's stdin/stdout: see pipegate_mux::Stdio (fewer thread hand-offs, and a
     // read pending on stdin never holds up the exit).
     let stdio = pipegate_mux::stdio().context("cannot start the stdin/stdout threads")?;
-    let summary = server
-        .serve(stdio, sys::shutdown_signal())
+    // On a worker thread, not this one (`block_on`'s): the streams it spawns then start on
+    // the same worker, and their frames reach it without a hop between threads (each hop
+    // is a wake-up, slow under Wine or WSL interop).
+    let session = tokio::spawn(async move { server.serve(stdio, sys::shutdown_signal()).await });
+    let summary = session
         .await
+        .context("the mux session on stdin/stdout panicked")?
         .context("the mux session on stdin/stdout failed")?;
     tracing::info!(
         streams = summary.streams,

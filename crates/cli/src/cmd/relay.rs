@@ -14,7 +14,7 @@ use crate::cli::RelayArgs;
 pub(crate) async fn run(args: RelayArgs) -> anyhow::Result<ExitCode> {
     let options = ConnectOptions::new().timeout(args.connect_timeout);
     let deadline = args.wait.map(|wait| Instant::now() + wait);
-    let connector = args.via.clone().map(via::connector);
+    let connector = args.via.clone().map(|v| via::connector(v, false));
     if let Some(connector) = &connector {
         via::start(connector).await?;
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use http_body_util::{BodyExt, Full};
-use pipegate_agent::Agent;
+use pipegate_agent::{Agent, Limits};
 use pipegate_proxy::{Bridge, Config, ForwardMode, HttpOptions, LocalService, ResBody};
 use pipegate_transport::{ConnectOptions, ListenOptions, Mode};
 
@@ -27,6 +27,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // TCP listeners: the bearer token, Host and Origin (see access.rs).
     let access = super::access::decide(&args, mode, &listen)?;
+    // Only serves requests without --upstream; ended at shutdown either way.
+    let agent = Agent::with_limits(limits(&args));
     let base = match &args.upstream {
         Some(upstream) => Config::new(listen.clone(), upstream.clone(), mode),
         None if mode == ForwardMode::Raw => anyhow::bail!(
@@ -34,7 +36,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              e.g. --upstream tcp://127.0.0.1:PORT"
         ),
         // No upstream: the built-in agent answers.
-        None => Config::local(listen.clone(), Arc::new(AgentService(Agent::new()))),
+        None => Config::local(listen.clone(), Arc::new(AgentService(agent.clone()))),
     };
     let target = base.target.to_string();
     let mode_name = if args.upstream.is_some() {
@@ -48,7 +50,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     http.upstream_timeout = args.upstream_timeout;
     http.tunnel_idle_timeout = args.tunnel_idle_timeout;
     // --via: one `pipegate mux` session for every upstream connection.
-    let connector = args.via.clone().map(super::via::connector);
+    // Raw mode takes a stream before the mux's answer (a refusal fails its first read).
+    let optimistic = mode == ForwardMode::Raw;
+    let connector = args
+        .via
+        .clone()
+        .map(|via| super::via::connector(via, optimistic));
     let config = base
         .listen_options(
             ListenOptions::new()
@@ -107,6 +114,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("pipegate: listening on {endpoint}");
     }
     let summary = bridge.serve(sys::shutdown_signal()).await?;
+    // The listeners are closed: end the sessions (and the jobs they started in other
+    // process groups) while their clients can still get the exit status.
+    agent.shutdown().await;
     if let Some(connector) = &connector {
         connector.shutdown().await;
     }
@@ -117,6 +127,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "stopped"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The agent's limits from the command line.
+fn limits(args: &ServeArgs) -> Limits {
+    Limits::default()
+        .max_sessions(args.max_sessions)
+        .detach_timeout(args.detach_timeout)
+        .kill_grace(args.kill_grace)
+        .ping_timeout(args.ping_timeout)
 }
 
 /// The agent behind the bridge's HTTP server: requests that are not for `/_pipegate/`.
@@ -135,5 +154,61 @@ impl LocalService for AgentService {
                 .await
                 .map(|body| Full::new(body).map_err(|never| match never {}).boxed())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command, ServeArgs};
+
+    fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        match Cli::try_parse_from(args)?.command {
+            Command::Serve(args) => Ok(args),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    /// The flags' defaults are the library's, and the flags reach the limits.
+    #[test]
+    fn agent_limits_from_flags() {
+        let defaults = pipegate_agent::Limits::default();
+        let limits = super::limits(&serve_args(&["pipegate", "serve"]).unwrap());
+        assert_eq!(limits.max_sessions, defaults.max_sessions);
+        assert_eq!(limits.detach_timeout, defaults.detach_timeout);
+        assert_eq!(limits.kill_grace, defaults.kill_grace);
+        assert_eq!(limits.ping_timeout, defaults.ping_timeout);
+
+        let args = serve_args(&[
+            "pipegate",
+            "serve",
+            "--max-sessions",
+            "3",
+            "--detach-timeout",
+            "10m",
+            "--kill-grace",
+            "500ms",
+            "--ping-timeout",
+            "0",
+        ])
+        .unwrap();
+        let limits = super::limits(&args);
+        assert_eq!(limits.max_sessions, 3);
+        assert_eq!(limits.detach_timeout, std::time::Duration::from_secs(600));
+        assert_eq!(limits.kill_grace, std::time::Duration::from_millis(500));
+        assert!(limits.ping_timeout.is_zero());
+
+        // No sessions is no agent; the agent's flags mean nothing to a bridge.
+        assert!(serve_args(&["pipegate", "serve", "--max-sessions", "0"]).is_err());
+        assert!(serve_args(&[
+            "pipegate",
+            "serve",
+            "--upstream",
+            "tcp://127.0.0.1:1",
+            "--max-sessions",
+            "2"
+        ])
+        .is_err());
     }
 }

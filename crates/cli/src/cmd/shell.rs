@@ -4,13 +4,15 @@
 //! Creates a session (`POST /v1/sessions`: the command, or the agent user's login
 //! shell), attaches over WebSocket (`pipegate.pty.v1`), and relays: keystrokes to
 //! channel 0, output from channels 1 and 2, the terminal size to channel 4 at start and
-//! on every SIGWINCH. With a terminal on stdin the local terminal is in raw mode while
-//! the session runs (restored on every exit path, including panics and signals), so
-//! Ctrl-C and friends reach the remote foreground program as bytes. Without one (stdin
+//! on every change (SIGWINCH; a Windows console's size is polled). With a terminal (or a
+//! Windows console) on stdin it is in raw mode while the session runs (restored on every
+//! exit path, including panics and signals), so Ctrl-C and friends reach the remote
+//! foreground program as bytes. Without one (stdin
 //! is a pipe or file) the session has no terminal, and the end of stdin ends the
 //! program's input. The exit code is the remote program's (128 + N for a death by
 //! signal N).
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -24,8 +26,7 @@ use pipegate_agent::protocol::{
 };
 use pipegate_transport::hyper::host_header;
 use pipegate_transport::{connect, ConnectOptions, Endpoint, Stream};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -242,13 +243,35 @@ fn resize_message(size: TerminalSize) -> Message {
 
 /// Moves bytes both ways until the status arrives or something ends the session.
 async fn relay(ws: WebSocketStream<Stream>, interactive: bool) -> Outcome {
+    let mut output = OutputWriter::spawn();
+    let outcome = relay_until_end(ws, interactive, &mut output).await;
+    match outcome {
+        // Every byte of output is written before the exit code is.
+        Outcome::Status(status) => match output.finish().await {
+            Ok(()) => Outcome::Status(status),
+            Err(e) => {
+                Outcome::Failed(anyhow::Error::new(e).context("cannot write the session's output"))
+            }
+        },
+        // Leaving anyway: what arrived, if the terminal takes it soon.
+        other => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), output.finish()).await;
+            other
+        }
+    }
+}
+
+async fn relay_until_end(
+    ws: WebSocketStream<Stream>,
+    interactive: bool,
+    output: &mut OutputWriter,
+) -> Outcome {
     let (mut sink, mut stream) = ws.split();
     let mut input = spawn_stdin_reader();
     let mut resized = sys::ResizeEvents::new();
-    let terminate = sys::terminate_signal();
+    let terminate = sys::terminate_signal(interactive);
     tokio::pin!(terminate);
-    let mut stdout = tokio::io::stdout();
-    let mut stderr = tokio::io::stderr();
+    let mut interrupts = sys::Interrupts::new(interactive);
     let mut status: Option<Status> = None;
     let mut input_open = true;
 
@@ -260,8 +283,16 @@ async fn relay(ws: WebSocketStream<Stream>, interactive: bool) -> Outcome {
     loop {
         tokio::select! {
             number = &mut terminate => return Outcome::Signal(number),
+            () = interrupts.recv() => {
+                // Ctrl-C reported as an event rather than as input: it is the key.
+                tracing::debug!("Ctrl-C event: sent as 0x03");
+                if sink.send(message(channel::STDIN, &[0x03])).await.is_err() {
+                    return Outcome::Closed(None);
+                }
+            }
             _ = resized.recv() => {
                 if let Some(size) = sys::terminal_size() {
+                    tracing::debug!(width = size.width, height = size.height, "terminal resized");
                     if sink.send(resize_message(size)).await.is_err() {
                         return Outcome::Closed(None);
                     }
@@ -281,12 +312,13 @@ async fn relay(ws: WebSocketStream<Stream>, interactive: bool) -> Outcome {
             }
             msg = stream.next() => match msg {
                 Some(Ok(Message::Binary(data))) => {
-                    let Some((&ch, payload)) = data.split_first() else { continue };
+                    let Some(&ch) = data.first() else { continue };
                     let written = match ch {
-                        channel::STDOUT if !payload.is_empty() => write_all(&mut stdout, payload).await,
-                        channel::STDERR if !payload.is_empty() => write_all(&mut stderr, payload).await,
+                        channel::STDOUT | channel::STDERR if data.len() > 1 => {
+                            output.write(ch == channel::STDERR, data.slice(1..)).await
+                        }
                         channel::STATUS => {
-                            match serde_json::from_slice::<Status>(payload) {
+                            match serde_json::from_slice::<Status>(&data[1..]) {
                                 Ok(s) => status = Some(s),
                                 Err(e) => return Outcome::Failed(anyhow::Error::new(e).context("the agent sent a malformed exit status")),
                             }
@@ -319,9 +351,74 @@ async fn relay(ws: WebSocketStream<Stream>, interactive: bool) -> Outcome {
     }
 }
 
-async fn write_all(out: &mut (impl AsyncWriteExt + Unpin), data: &[u8]) -> std::io::Result<()> {
-    out.write_all(data).await?;
-    out.flush().await
+/// The session's output (stdout and stderr, in arrival order), written on a plain thread
+/// with blocking writes. tokio's stdout hands every write to its blocking pool, and a
+/// terminal takes a few KiB per write, so that was a thread hand-off every few KiB
+/// (8 futex calls per 2 KiB, most of `pipegate shell`'s CPU time). The queue is short:
+/// a slow terminal still slows the program down.
+struct OutputWriter {
+    queue: Option<mpsc::Sender<(bool, Bytes)>>,
+    /// The writer's result once it ends (all written, or the first error).
+    done: Option<oneshot::Receiver<std::io::Result<()>>>,
+}
+
+impl OutputWriter {
+    fn spawn() -> OutputWriter {
+        let (queue, mut rx) = mpsc::channel::<(bool, Bytes)>(16);
+        let (done_tx, done) = oneshot::channel();
+        std::thread::spawn(move || {
+            let mut stdout = sys::output_writer(false);
+            let mut stderr = sys::output_writer(true);
+            let result = (|| -> std::io::Result<()> {
+                while let Some((to_stderr, data)) = rx.blocking_recv() {
+                    let out = if to_stderr { &mut stderr } else { &mut stdout };
+                    out.write_all(&data)?;
+                    // Flushed whenever nothing more is waiting (std's stdout buffers lines).
+                    if rx.is_empty() {
+                        stdout.flush()?;
+                        stderr.flush()?;
+                    }
+                }
+                stdout.flush()?;
+                stderr.flush()
+            })();
+            let _ = done_tx.send(result);
+        });
+        OutputWriter {
+            queue: Some(queue),
+            done: Some(done),
+        }
+    }
+
+    /// Queues `data` for stdout (or stderr); waits while the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// A write failed (the terminal or pipe is gone).
+    async fn write(&mut self, to_stderr: bool, data: Bytes) -> std::io::Result<()> {
+        if let Some(queue) = &self.queue {
+            if queue.send((to_stderr, data)).await.is_ok() {
+                return Ok(());
+            }
+        }
+        // The writer stopped: its error.
+        self.queue = None;
+        self.finish().await?;
+        Err(std::io::Error::other("the output writer stopped"))
+    }
+
+    /// Waits until everything queued is written.
+    ///
+    /// # Errors
+    ///
+    /// A write failed.
+    async fn finish(&mut self) -> std::io::Result<()> {
+        self.queue = None;
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reads stdin on a plain thread (tokio's stdin would keep the runtime from exiting
@@ -330,7 +427,7 @@ fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(16);
     std::thread::spawn(move || {
         use std::io::Read as _;
-        let mut stdin = std::io::stdin().lock();
+        let mut stdin = sys::stdin_reader();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match stdin.read(&mut buf) {

@@ -5,9 +5,10 @@
 use anyhow::Context as _;
 use pipegate_mux::{Connector, ConnectorOptions, Via};
 
-/// A connector for `via`; nothing runs yet.
-pub(crate) fn connector(via: Via) -> Connector {
-    Connector::new(via, ConnectorOptions::new())
+/// A connector for `via`; nothing runs yet. `optimistic`: dials hand out a stream without
+/// waiting for the mux's answer (for a caller that reports a refusal from the first read).
+pub(crate) fn connector(via: Via, optimistic: bool) -> Connector {
+    Connector::new(via, ConnectorOptions::new().optimistic_open(optimistic))
 }
 
 /// Starts the session and checks the far side is a `pipegate mux`. An `exec:` helper that

@@ -122,6 +122,21 @@ impl Drop for RawMode {
     }
 }
 
+/// What `pipegate shell` reads for the program's input: stdin, as it is.
+pub(crate) fn stdin_reader() -> Box<dyn std::io::Read + Send> {
+    Box::new(std::io::stdin())
+}
+
+/// stdout (or stderr) for the session's output: bytes pass as they are (the terminal
+/// decodes them).
+pub(crate) fn output_writer(stderr: bool) -> Box<dyn std::io::Write + Send> {
+    if stderr {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    }
+}
+
 /// SIGWINCH, as a stream of "the terminal was resized" events.
 #[derive(Debug)]
 pub(crate) struct ResizeEvents(Option<tokio::signal::unix::Signal>);
@@ -142,8 +157,25 @@ impl ResizeEvents {
     }
 }
 
-/// Completes with the signal's number on the first SIGTERM, SIGHUP, SIGINT or SIGQUIT.
-pub(crate) async fn terminate_signal() -> u8 {
+/// Ctrl-C as an event: never on Unix (in raw mode the key is a byte of input; a SIGINT
+/// comes from `kill` and is a [`terminate_signal`]).
+#[derive(Debug)]
+pub(crate) struct Interrupts(());
+
+impl Interrupts {
+    pub(crate) fn new(_interactive: bool) -> Interrupts {
+        Interrupts(())
+    }
+
+    /// Never completes.
+    pub(crate) async fn recv(&mut self) {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Completes with the signal's number on the first SIGTERM, SIGHUP, SIGINT or SIGQUIT
+/// (`interactive` makes no difference on Unix).
+pub(crate) async fn terminate_signal(_interactive: bool) -> u8 {
     use rustix::process::Signal;
     async fn next(stream: &mut Option<tokio::signal::unix::Signal>, number: Signal) -> u8 {
         match stream {

@@ -10,9 +10,13 @@
 
 mod support;
 
+mod agent;
 mod bridge;
 mod discovery;
+mod faults;
+mod leaks;
 mod lifecycle;
+mod load;
 mod logging;
 mod mux;
 mod relay;

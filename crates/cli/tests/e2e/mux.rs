@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 // The same through a Windows helper under Wine (the WSL topology).
 mod windows;
 
+use crate::support::process::{alive, raise_fd_limit, wait_dead};
 use crate::support::{
     dial, echo_digest, payload, pipegate, sha256, unix_upstream, within, Behavior, Proc, TestEnv,
     LISTENING, PIPEGATE,
@@ -26,18 +27,6 @@ const STREAM_BYTES: usize = 1024 * 1024;
 /// The big test moves STREAMS × STREAM_BYTES each way through a debug build.
 const BIG_LIMIT: Duration = Duration::from_secs(300);
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// 500 streams need ~1000 descriptors in this process (clients and the echo server's
-/// ends): raise the soft limit towards the hard one.
-fn raise_fd_limit() {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    let want = limit.maximum.map_or(8192, |max| max.min(8192));
-    if limit.current.is_some_and(|cur| cur < want) {
-        limit.current = Some(want);
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
-}
 
 /// A wrapper around `pipegate mux --allow …` that appends its pid to a file when it
 /// starts, then execs the real thing (same pid).
@@ -77,28 +66,6 @@ impl Helper {
     }
 }
 
-/// Whether `pid` is a live process (a zombie nobody reaped yet counts as dead).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-async fn wait_dead(pid: u32, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "{what} (pid {pid}) is still running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A field of a JSON log event: on the event itself, or on its span.
 fn field<'a>(event: &'a Value, name: &str) -> Option<&'a Value> {
     event
@@ -109,7 +76,8 @@ fn field<'a>(event: &'a Value, name: &str) -> Option<&'a Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_via_carries_500_concurrent_streams_through_one_helper() {
-    raise_fd_limit();
+    // 500 streams need ~1000 descriptors in this process (clients and the echo ends).
+    raise_fd_limit(8192);
     let env = TestEnv::new();
     let upstream = unix_upstream(&env.sock("echo.sock"), Behavior::Echo);
     let helper = Helper::new(&env, &[&upstream.endpoint]);

@@ -8,16 +8,18 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
+use crate::support::process::child_named;
 use crate::support::{pipegate, within, Proc, TestEnv, PIPEGATE, STARTUP};
 
-/// A private tmux server with one session, `main`; killed when dropped.
-struct Tmux {
+/// A private tmux server with one session, `main`; killed when dropped. (Also used by
+/// the Windows console test in `windows.rs`.)
+pub(crate) struct Tmux {
     socket: PathBuf,
 }
 
 impl Tmux {
     /// Starts `command` (a shell command line) in a `width`×`height` window.
-    fn start(env: &TestEnv, command: &str, width: u16, height: u16) -> Tmux {
+    pub(crate) fn start(env: &TestEnv, command: &str, width: u16, height: u16) -> Tmux {
         let conf = env.path("tmux.conf");
         std::fs::write(&conf, "set -g status off\nset -g remain-on-exit off\n").unwrap();
         let tmux = Tmux {
@@ -44,7 +46,7 @@ impl Tmux {
         tmux
     }
 
-    fn run(&self, args: &[&str]) -> String {
+    pub(crate) fn run(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
@@ -60,17 +62,17 @@ impl Tmux {
     }
 
     /// Types `text` literally, then Enter.
-    fn type_line(&self, text: &str) {
+    pub(crate) fn type_line(&self, text: &str) {
         self.run(&["send-keys", "-t", "main", "-l", text]);
         self.run(&["send-keys", "-t", "main", "Enter"]);
     }
 
-    fn screen(&self) -> String {
+    pub(crate) fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "main"])
     }
 
     /// Waits until the screen shows `needle`.
-    async fn wait_for(&self, needle: &str, limit: Duration) {
+    pub(crate) async fn wait_for(&self, needle: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
@@ -113,7 +115,7 @@ fn private_dir(env: &TestEnv, name: &str) -> PathBuf {
     dir
 }
 
-async fn wait_file(path: &Path, limit: Duration) -> String {
+pub(crate) async fn wait_file(path: &Path, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(text) = std::fs::read_to_string(path) {
@@ -197,20 +199,6 @@ async fn shell_in_tmux_resizes_interrupts_and_exits_with_the_code() {
             "the terminal was not restored ({setting:?} missing):\n{stty}"
         );
     }
-}
-
-/// A child of `parent` whose command name is `name`, from /proc.
-fn child_named(parent: u32, name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == parent && comm == name).then_some(pid)
-        })
 }
 
 /// SIGTERM to `pipegate shell`: the terminal is restored, the exit code is 128 + 15,

@@ -11,13 +11,14 @@
 //! does from a Windows host into WSL. Wine does not enforce pipe DACLs, so this checks
 //! forwarding, not access control.
 //!
-//! Five tests, run one at a time (a lock: Wine processes are heavy on a small machine):
+//! Six tests, run one at a time (a lock: Wine processes are heavy on a small machine):
 //! raw bytes and `relay` (above); HTTP + WebSocket from a Windows client over the pipe to a
 //! Linux upstream (the WSL topology in `--mode http`); the reverse, a Linux client on
 //! loopback TCP reaching a Windows HTTP server on a named pipe; a PTY session of a
 //! Linux-native agent driven from Windows through the bridge (size, resize, SIGINT, exit
-//! status); and `pipegate.exe request` against the Windows agent on a named pipe, by
-//! endpoint and by discovered instance name.
+//! status); `pipegate.exe request` against the Windows agent on a named pipe, by
+//! endpoint and by discovered instance name; and the leak check of `leaks.rs`, smaller,
+//! counting pipegate.exe's handles.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -45,6 +46,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use crate::leaks::{assert_none_failed, at_baseline, run_mix, Probe};
+use crate::support::process::PyUpstream;
 use crate::support::{payload, pipegate, sha256, tcp_upstream, within, Behavior, Proc, TestEnv};
 
 /// Concurrent Node.js clients and bytes each sends.
@@ -300,6 +303,11 @@ async fn windows_pipegate_under_wine_bridges_named_pipe_to_linux_tcp() {
 /// `pipegate.exe serve --listen LISTEN --upstream UPSTREAM` under Wine, in the default
 /// mode (http). Killed when dropped; tests also stop it explicitly with [`kill_proc`].
 fn serve_under_wine(tools: &WinTools, listen: &str, upstream: &str) -> Proc {
+    serve_under_wine_with(tools, listen, upstream, &[])
+}
+
+/// [`serve_under_wine`] with `extra` options.
+fn serve_under_wine_with(tools: &WinTools, listen: &str, upstream: &str, extra: &[&str]) -> Proc {
     let mut cmd = wine(&tools.exe);
     cmd.args([
         "serve",
@@ -317,6 +325,7 @@ fn serve_under_wine(tools: &WinTools, listen: &str, upstream: &str) -> Proc {
         "--shutdown-grace",
         "1s",
     ])
+    .args(extra)
     .stdin(Stdio::null());
     Proc::spawn("pipegate.exe serve, http mode (Wine)", cmd, true)
 }
@@ -1396,4 +1405,171 @@ async fn windows_pipegate_under_wine_request_over_named_pipe() {
         "windows request: pipegate.exe listening after {listening:.1?}, whole test {:.1?}",
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Leaks.
+
+/// Connections of the Wine leak run (after a warm-up of a tenth as many): the mix of
+/// `leaks.rs`, scaled down for a debug pipegate.exe under Wine.
+const WINE_LEAK_CONNECTIONS: usize = 2_000;
+
+/// `leaks.rs` for the Windows build: Linux clients → loopback TCP → pipegate.exe (Wine)
+/// → loopback TCP → the Python upstream, a real process killed and restarted before each
+/// reading (so the upstream pool is empty both times). Afterwards pipegate.exe holds as
+/// many handles (`process_open_fds`: `GetProcessHandleCount`, or its entries in the
+/// system handle table where Wine's stub says 0) and async tasks as after the warm-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_leaves_no_handles_behind() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let settle = Duration::from_secs(60);
+    let mut upstream = PyUpstream::tcp().await;
+    // The probe's kept-alive connection waits between readings for as long as the run.
+    let mut serve = serve_under_wine_with(
+        &tools,
+        "tcp://127.0.0.1:0",
+        &upstream.endpoint,
+        &["--header-timeout", "600s"],
+    );
+    let endpoint = serve.wait_listening(WINE_STARTUP).await;
+
+    let warm_up = WINE_LEAK_CONNECTIONS / 10;
+    let failures = within(NODE_LIMIT, "the warm-up", run_mix(&endpoint, 0..warm_up)).await;
+    assert_none_failed(&failures, warm_up, &serve.dump());
+    upstream.restart().await;
+    let mut probe = Probe::new(&endpoint, "tcp", None).await;
+    let baseline = probe
+        .settle(settle, "pipegate.exe to settle after the warm-up", |_| true)
+        .await;
+    assert!(
+        baseline.fds > 0,
+        "process_open_fds counts pipegate.exe's handles: {baseline:?}"
+    );
+
+    let started = Instant::now();
+    let failures = within(
+        NODE_LIMIT,
+        "the connections through pipegate.exe",
+        run_mix(&endpoint, warm_up..warm_up + WINE_LEAK_CONNECTIONS),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_none_failed(&failures, WINE_LEAK_CONNECTIONS, &serve.dump());
+    upstream.restart().await;
+    let after = probe
+        .settle(settle, "handles and tasks back at the baseline", |now| {
+            at_baseline(now, &baseline)
+        })
+        .await;
+    eprintln!(
+        "windows leaks: {WINE_LEAK_CONNECTIONS} connections through pipegate.exe in {took:.1?}; \
+         baseline {baseline:?}, after {after:?}"
+    );
+    kill_proc(&mut serve).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// `pipegate.exe shell`: in a console, and without one.
+
+/// The live (not zombie) Linux process whose argv is exactly `argv`, from /proc.
+fn process_with_argv(argv: &[&str]) -> Option<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (cmdline == want).then_some(pid)
+        })
+}
+
+/// `pipegate.exe shell` against a Linux-native agent on loopback TCP. In a console: Wine
+/// run in a tmux pane gives pipegate.exe a Windows console backed by the terminal, so
+/// this drives the console code (raw mode, VT output, `ReadConsoleW` input, the size,
+/// Ctrl-C reaching the remote program instead of ending `pipegate shell`, output that is
+/// not valid UTF-8, the exit code). Without one (stdin a pipe): bytes pass as they are,
+/// stdout and stderr apart, and the exit code. Not covered here: resizing (Wine's console
+/// keeps its first size) and arrow keys (Wine's console has no VT input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_shell_in_a_console_and_without() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let env = TestEnv::new();
+
+    let mut args = vec!["serve", "--listen", "tcp://127.0.0.1:0"];
+    args.extend(no_auth_flag().await);
+    let mut cmd = env.pipegate(&args);
+    cmd.env("PS1", "remote$ ");
+    let mut agent = Proc::spawn("pipegate serve (agent)", cmd, true);
+    let endpoint = agent.wait_listening(Duration::from_secs(20)).await;
+
+    // Without a console: stdin is /dev/null, stdout and stderr Linux pipes.
+    let ran = run_exe(
+        &tools,
+        &[
+            "shell",
+            &endpoint,
+            "--",
+            "sh",
+            "-c",
+            r"printf 'caf\303\251 \377\n'; echo to-stderr >&2; exit 4",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(ran.status.code(), Some(4), "{ran}");
+    assert_eq!(ran.stdout, "caf\u{e9} \u{FFFD}\n", "{ran}");
+    assert!(ran.stderr.contains("to-stderr"), "{ran}");
+
+    // In a console.
+    let exit_file = env.path("exit.txt");
+    let command = format!(
+        "WINEDEBUG=-all '{wine}' '{exe}' shell {endpoint} -- /bin/sh; \
+         echo \"pipegate-exit=$?\" > '{exit}'; sleep 600",
+        wine = wine_run().display(),
+        exe = tools.exe.display(),
+        exit = exit_file.display(),
+    );
+    let tmux = crate::shell::Tmux::start(&env, &command, 100, 30);
+    tmux.wait_for("remote$", WINE_STARTUP).await;
+    // Bytes that are not UTF-8 do not stop the console output.
+    tmux.type_line(r"printf 'caf\303\251 \377!\n'; echo hello-$((40+2))");
+    tmux.wait_for("hello-42", WINE_STARTUP).await;
+    assert!(
+        tmux.screen().contains("caf\u{e9} \u{FFFD}!"),
+        "{}",
+        tmux.screen()
+    );
+    tmux.type_line("stty size");
+    tmux.wait_for("30 100", WINE_STARTUP).await;
+
+    // Ctrl-C interrupts the remote sleep; pipegate shell carries on.
+    let sleep_arg = format!("1000.{}", std::process::id());
+    tmux.type_line(&format!("sleep {sleep_arg}"));
+    let deadline = Instant::now() + WINE_STARTUP;
+    while process_with_argv(&["sleep", &sleep_arg]).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the remote sleep never started:\n{}",
+            tmux.screen()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tmux.run(&["send-keys", "-t", "main", "C-c"]);
+    tmux.type_line("echo after-$((1+1))");
+    tmux.wait_for("after-2", WINE_STARTUP).await;
+    assert!(process_with_argv(&["sleep", &sleep_arg]).is_none());
+
+    tmux.type_line("exit 3");
+    let exit = crate::shell::wait_file(&exit_file, WINE_STARTUP).await;
+    assert_eq!(exit.trim(), "pipegate-exit=3", "{}", tmux.screen());
+    drop(tmux);
+    agent.signal("TERM");
+    let status = agent.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{}", agent.dump());
 }

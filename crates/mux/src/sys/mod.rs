@@ -1,8 +1,9 @@
-//! Platform code for helper processes: how they are started and how what is left of them
-//! is killed. Nothing else in the crate uses `cfg(unix)` or `cfg(windows)`.
+//! Platform code for helper processes: how they are started and how their process tree
+//! is killed. Nothing else in the crate uses `cfg(unix)` or `cfg(windows)`, or `unsafe`.
 //!
 //! Each `imp` provides `configure` (called on the helper's `Command` before spawning) and
-//! `kill_tree` (kills whatever the helper left behind).
+//! `Tree`: made right after spawning (`Tree::new`), it holds on to the helper's process
+//! tree; `Tree::kill` kills whatever is left of it.
 
 #[cfg(unix)]
 #[path = "unix.rs"]
@@ -12,4 +13,4 @@ mod imp;
 #[path = "windows.rs"]
 mod imp;
 
-pub(crate) use imp::{configure, kill_tree};
+pub(crate) use imp::{configure, Tree};

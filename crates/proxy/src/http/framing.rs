@@ -45,7 +45,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What hyper reads instead of a refused head.
-const REJECTED_HEAD: &[u8] =
+pub(crate) const REJECTED_HEAD: &[u8] =
     b"GET /_pipegate/rejected HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
 
 /// How much a client may send after a refused head that is still read (and discarded).
@@ -174,7 +174,7 @@ enum Chunk {
 
 /// The byte-stream state machine. Pure: no I/O.
 #[derive(Debug)]
-struct Framer {
+pub(crate) struct Framer {
     state: State,
     /// The head being collected.
     head: Vec<u8>,
@@ -204,7 +204,7 @@ struct HeadFacts {
 }
 
 impl Framer {
-    fn new(limit: usize) -> Framer {
+    pub(crate) fn new(limit: usize) -> Framer {
         Framer {
             state: State::Head,
             head: Vec::new(),
@@ -215,12 +215,17 @@ impl Framer {
         }
     }
 
-    fn is_passthrough(&self) -> bool {
+    pub(crate) fn is_passthrough(&self) -> bool {
         self.state == State::Passthrough
     }
 
-    fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// How many heads were checked and handed on.
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads
     }
 
     /// How many leading bytes of `input` are body (or passthrough) bytes that may go on
@@ -229,7 +234,7 @@ impl Framer {
     /// # Errors
     ///
     /// Chunked framing that hyper's decoder would refuse as well (the connection ends).
-    fn skip(&mut self, input: &[u8]) -> io::Result<usize> {
+    pub(crate) fn skip(&mut self, input: &[u8]) -> io::Result<usize> {
         match self.state {
             State::Head | State::Closed => Ok(0),
             State::Passthrough => Ok(input.len()),
@@ -321,7 +326,7 @@ impl Framer {
     /// Takes `input` (which starts where [`skip`] stopped) and appends to `out` what may
     /// go to hyper now, in order: checked heads, the body bytes after them, and in place of
     /// a refused head the placeholder request (then the framer is closed).
-    fn feed(
+    pub(crate) fn feed(
         &mut self,
         mut input: &[u8],
         out: &mut BytesMut,
@@ -490,7 +495,7 @@ impl Framer {
     }
 
     /// The client closed: a partial head is handed on as it is (hyper reports it).
-    fn finish(&mut self, out: &mut BytesMut) {
+    pub(crate) fn finish(&mut self, out: &mut BytesMut) {
         if self.state == State::Head {
             out.extend_from_slice(&self.head);
             self.head.clear();

@@ -49,12 +49,13 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` and a `Connection: upgrade`
 /// survive (for an upgrade exchange); every other token `Connection` named is removed.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Tokens are read from the bytes: a value with a non-ASCII byte somewhere (which
+    // `to_str` refuses) still names the headers it lists.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
         .collect();
     for name in named {
         if keep_upgrade && name == UPGRADE {
@@ -73,6 +74,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     debug_assert!(keep_upgrade || !headers.contains_key(TE));
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+}
+
+/// The request side of forwarding: hop-by-hop headers removed (an upgrade's kept),
+/// `TE: trailers` asked for again when the client accepts trailers, `Via` added. `Host`
+/// and the upstream token are the caller's.
+pub(crate) fn rewrite_request(headers: &mut HeaderMap, upgrade: bool) {
+    let trailers = wants_trailers(headers);
+    strip_hop_by_hop(headers, upgrade);
+    if trailers {
+        // We pass trailers through, so ask the upstream for them as the client did.
+        request_trailers(headers);
+    }
+    add_via(headers);
+}
+
+/// The response side of forwarding: hop-by-hop headers removed (kept on the `101` that
+/// completes an upgrade), `Via` added.
+pub(crate) fn rewrite_response(headers: &mut HeaderMap, upgraded: bool) {
+    strip_hop_by_hop(headers, upgraded);
+    add_via(headers);
 }
 
 /// Whether the client's `TE` accepts trailers (`TE: trailers`).
@@ -155,6 +176,23 @@ mod tests {
         left.sort_unstable();
         // Trailer is end-to-end (RFC 9110 §6.6.2): it stays.
         assert_eq!(left, ["host", "trailer", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn connection_with_a_non_ascii_byte_still_names_its_headers() {
+        // Found by the http_headers fuzz target: `to_str` refuses the value, and the
+        // headers it named used to be forwarded.
+        let mut h = HeaderMap::new();
+        h.append(
+            CONNECTION,
+            HeaderValue::from_bytes(b"x-hop, \x97, via").unwrap(),
+        );
+        h.append("x-hop", HeaderValue::from_static("1"));
+        h.append(VIA, HeaderValue::from_static("1.0 client"));
+        h.append("x-end-to-end", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-end-to-end"]);
     }
 
     #[test]

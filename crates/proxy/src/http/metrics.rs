@@ -1,10 +1,13 @@
 //! Counters behind `GET /_pipegate/metrics`, in the Prometheus text format.
 //!
 //! A handful of atomics rendered by hand: the format is a few lines of text, and a
-//! metrics crate would add a registry and a dependency for no gain here.
+//! metrics crate would add a registry and a dependency for no gain here. Two process-wide
+//! gauges come from elsewhere when rendered: open descriptors (handles on Windows) and the
+//! async tasks alive, so a leak shows the same way on every platform.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pipegate_transport::Mode;
 
@@ -40,6 +43,25 @@ impl Metrics {
 
     pub(crate) fn connection_closed(&self, mode: Mode) {
         self.connections_open[index(mode)].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection open until the returned guard is dropped, however its task
+    /// ends (a panic included).
+    pub(crate) fn open_connection(self: &Arc<Self>, mode: Mode) -> Open {
+        self.connection_opened(mode);
+        Open {
+            metrics: Arc::clone(self),
+            gauge: Gauge::Connection(mode),
+        }
+    }
+
+    /// Counts a tunnel open until the returned guard is dropped.
+    pub(crate) fn open_tunnel(self: &Arc<Self>) -> Open {
+        self.tunnel_opened();
+        Open {
+            metrics: Arc::clone(self),
+            gauge: Gauge::Tunnel,
+        }
     }
 
     pub(crate) fn connection_refused(&self) {
@@ -130,7 +152,41 @@ impl Metrics {
         );
         out.push_str("# HELP pipegate_tunnels_total Upgraded (WebSocket) tunnels opened.\n# TYPE pipegate_tunnels_total counter\n");
         let _ = writeln!(out, "pipegate_tunnels_total {}", load(&self.tunnels_total));
+        if let Some(tasks) = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.metrics().num_alive_tasks())
+        {
+            out.push_str("# HELP pipegate_tasks_alive Async tasks alive in the process (connections, tunnels, pooled upstream connections, sessions).\n# TYPE pipegate_tasks_alive gauge\n");
+            let _ = writeln!(out, "pipegate_tasks_alive {tasks}");
+        }
+        if let Some(open) = crate::sys::open_descriptors() {
+            out.push_str("# HELP process_open_fds Open file descriptors (handles on Windows).\n# TYPE process_open_fds gauge\n");
+            let _ = writeln!(out, "process_open_fds {open}");
+        }
         out
+    }
+}
+
+/// What an [`Open`] guard counts.
+#[derive(Debug, Clone, Copy)]
+enum Gauge {
+    Connection(Mode),
+    Tunnel,
+}
+
+/// One open connection or tunnel in its gauge; dropping the guard closes it.
+#[derive(Debug)]
+pub(crate) struct Open {
+    metrics: Arc<Metrics>,
+    gauge: Gauge,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        match self.gauge {
+            Gauge::Connection(mode) => self.metrics.connection_closed(mode),
+            Gauge::Tunnel => self.metrics.tunnel_closed(),
+        }
     }
 }
 
@@ -156,5 +212,45 @@ mod tests {
         assert!(text.contains("pipegate_requests_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("pipegate_requests_total{class=\"5xx\"} 1\n"));
         assert!(text.contains("pipegate_bytes_total{direction=\"upstream_to_client\"} 20\n"));
+    }
+
+    #[test]
+    fn guards_give_their_count_back_even_when_a_task_panics() {
+        let m = Arc::new(Metrics::default());
+        let held = m.open_connection(Mode::Tcp);
+        let tunnel = m.open_tunnel();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _open = m.open_connection(Mode::Tcp);
+            panic!("a connection task panics");
+        }));
+        assert!(panicked.is_err());
+        let text = m.render();
+        assert!(
+            text.contains("pipegate_connections_open{transport=\"tcp\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pipegate_tunnels_open 1\n"), "{text}");
+        drop((held, tunnel));
+        let text = m.render();
+        assert!(
+            text.contains("pipegate_connections_open{transport=\"tcp\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("pipegate_tunnels_open 0\n"), "{text}");
+    }
+
+    #[test]
+    fn process_gauges_are_rendered() {
+        let text = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { Metrics::default().render() });
+        assert!(text.contains("\npipegate_tasks_alive "), "{text}");
+        let fds = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_open_fds "))
+            .expect("process_open_fds");
+        // stdin, stdout and stderr at least.
+        assert!(fds.parse::<u64>().unwrap() >= 3, "{text}");
     }
 }

@@ -10,9 +10,9 @@
 //! every failure becomes exactly one response (respond.rs).
 
 mod body;
-mod framing;
+pub(crate) mod framing;
 mod guard;
-mod headers;
+pub(crate) mod headers;
 pub(crate) mod metrics;
 mod respond;
 mod tunnel;
@@ -151,7 +151,8 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
     let listener = Arc::new(stream.peer().endpoint.clone());
     let verdicts = Arc::new(Verdicts::default());
     let stream = Inspected::new(stream, shared.max_head, Arc::clone(&verdicts));
-    shared.metrics.connection_opened(mode);
+    // Given back when this function's future is dropped, however the connection ends.
+    let _open = shared.metrics.open_connection(mode);
     let abort = shared.abort.clone();
     let service_shared = Arc::clone(&shared);
     // hyper's header_read_timeout starts only once the HTTP version is known: a client
@@ -216,7 +217,6 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }
-    shared.metrics.connection_closed(mode);
 }
 
 async fn handle(
@@ -371,18 +371,12 @@ async fn forward(
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         })
         .unwrap_or_else(|| host_header(upstream.endpoint));
-    let trailers = headers::wants_trailers(&parts.headers);
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    if trailers {
-        // We pass trailers through, so ask the upstream for them as the client did.
-        headers::request_trailers(&mut parts.headers);
-    }
+    headers::rewrite_request(&mut parts.headers, upgrade);
     parts.headers.insert(HOST, host);
     if let Some(token) = &shared.upstream_token {
         // Whatever the client sent is replaced: this bridge authenticates itself.
         parts.headers.insert(AUTHORIZATION, token.header());
     }
-    headers::add_via(&mut parts.headers);
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -445,17 +439,16 @@ async fn forward(
             };
             let span =
                 tracing::info_span!(parent: exchange.span(), "tunnel", transport.mode = %mode);
-            shared
-                .tracker
-                .spawn(tunnel::run(client_upgrade, upstream_upgrade, params).instrument(span));
-            headers::strip_hop_by_hop(resp.headers_mut(), true);
-            headers::add_via(resp.headers_mut());
+            shared.tracker.spawn(
+                crate::server::contained(tunnel::run(client_upgrade, upstream_upgrade, params))
+                    .instrument(span),
+            );
+            headers::rewrite_response(resp.headers_mut(), true);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, respond::full(Bytes::new()));
         }
     }
-    headers::strip_hop_by_hop(resp.headers_mut(), false);
-    headers::add_via(resp.headers_mut());
+    headers::rewrite_response(resp.headers_mut(), false);
     resp.map(|body| {
         Counted::new(body, exchange, Flow::UpstreamToClient)
             .map_err(BoxError::from)

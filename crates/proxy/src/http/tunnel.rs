@@ -36,7 +36,7 @@ pub(crate) async fn run(client: OnUpgrade, upstream: OnUpgrade, params: TunnelPa
             return;
         }
     };
-    params.metrics.tunnel_opened();
+    let open = params.metrics.open_tunnel();
     let started = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
     let mut client = Active::new(TokioIo::new(client), started, &activity);
@@ -54,7 +54,7 @@ pub(crate) async fn run(client: OnUpgrade, upstream: OnUpgrade, params: TunnelPa
         _ = idle => (client.total, upstream.total, "idle_timeout"),
         _ = params.abort.cancelled() => (client.total, upstream.total, "shutdown"),
     };
-    params.metrics.tunnel_closed();
+    drop(open);
     params.metrics.bytes(up, down);
     tracing::info!(
         tunnel.duration_ms = started.elapsed().as_millis() as u64,

@@ -1,6 +1,8 @@
 //! The real topology of `--via`: a Linux-native `pipegate serve` reaches a named pipe on
 //! the Windows side through one `pipegate.exe mux` helper run under Wine, which dials the
-//! pipe where a Windows Node.js HTTP server listens (`js/pipe_http_server.js`).
+//! pipe where a Windows Node.js HTTP server listens (`js/pipe_http_server.js`). And the
+//! Windows side of helper supervision: a `pipegate.exe serve` killed hard takes its
+//! helper's whole process tree along (a Job object).
 //!
 //! Needs what `scripts/test` exports: `PIPEGATE_WIN_EXE`, `PIPEGATE_WIN_NODE` and
 //! `PIPEGATE_WIN_NODE_MODULES`. Without them the test is skipped loudly, or fails when
@@ -23,7 +25,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use super::{alive, wait_dead};
-use crate::support::{payload, sha256, within, TestEnv};
+use crate::support::{payload, sha256, within, Proc, TestEnv};
 
 /// A Wine process's first start in a fresh prefix takes ~10 s; allow for a loaded machine.
 const WINE_STARTUP: Duration = Duration::from_secs(90);
@@ -314,5 +316,91 @@ async fn windows_pipegate_under_wine_mux_helper_carries_every_connection_to_a_na
          helper; whole test {:.1?}",
         stats["requests"],
         started.elapsed()
+    );
+}
+
+/// Processes whose command line contains `needle` (a Wine process shows its Windows
+/// command line), by pid.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if line.contains(needle) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_killed_hard_takes_its_helper_tree_along() {
+    let Some(tools) = tools() else { return };
+    let pipe = unique_pipe_name();
+    // A helper with a child of its own that ignores stdin: cmd starts a long ping in the
+    // background, then runs the mux on its stdio. The ping count marks it as this test's.
+    let count = 600 + std::process::id() % 1000;
+    let ping = format!("ping.exe -n {count} 127.0.0.1");
+    let via = format!(
+        "exec:cmd.exe /c start /b ping -n {count} 127.0.0.1 <NUL >NUL & '{}' mux --allow \
+         npipe://{pipe}",
+        windows_path(&tools.exe)
+    );
+    let listen = format!("npipe://{pipe}-in");
+    let upstream = format!("npipe://{pipe}");
+    let mut cmd = Command::new(wine_run());
+    cmd.arg(&tools.exe)
+        .args([
+            "serve",
+            "--no-discovery",
+            "--mode",
+            "raw",
+            "--listen",
+            &listen,
+        ])
+        .args(["--upstream", &upstream, "--via", &via])
+        .env("WINEDEBUG", "-all")
+        .stdin(Stdio::null());
+    let mut serve = Proc::spawn("pipegate.exe serve --via (Wine)", cmd, true);
+    serve.wait_listening(WINE_STARTUP).await;
+    let mux = format!("mux --allow npipe://{pipe}");
+    let tree = within(WINE_STARTUP, "the helper's ping and mux", async {
+        loop {
+            let (pings, muxes) = (processes_with(&ping), processes_with(&mux));
+            if !pings.is_empty() && !muxes.is_empty() {
+                break [pings, muxes].concat();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+
+    // No goodbye: the system closes serve's handles, the last one to the helper's job.
+    serve.signal("KILL");
+    serve.wait_exit(Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tree.iter().any(|&pid| alive(pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left: Vec<u32> = tree.iter().copied().filter(|&pid| alive(pid)).collect();
+    for &pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-s", "KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "the helper's tree outlived a hard-killed serve: {left:?} still running ({ping}, {mux})"
     );
 }

@@ -5,6 +5,9 @@
 //! captured stdout and stderr printed (they are dumped when a test panics while a
 //! [`Proc`] is alive).
 
+pub(crate) mod http1;
+pub(crate) mod process;
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
@@ -35,6 +38,28 @@ pub(crate) async fn within<T>(limit: Duration, what: &str, fut: impl Future<Outp
     match tokio::time::timeout(limit, fut).await {
         Ok(value) => value,
         Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, failing after `limit` with `what` and
+/// the last `Err` (a description of the state seen).
+pub(crate) async fn eventually<T, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?} waiting for {what}; last seen:\n{state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
 
