@@ -98,6 +98,59 @@ async fn silent_client_is_cut_off() {
     bridge.stop().await;
 }
 
+/// An h2c connection with no request in flight for the header timeout is closed (GOAWAY),
+/// as an idle HTTP/1 keep-alive connection is; one whose response is still streaming is not.
+#[tokio::test]
+async fn idle_h2c_connection_is_closed_but_not_while_a_request_is_in_flight() {
+    let upstream = Upstream::start(&tcp_any()).await;
+    let config = http_config(vec![tcp_any()], upstream.endpoint.clone()).http(header_timeout(500));
+    let bridge = Running::start(config).await;
+    let tcp = dial_tcp(bridge.tcp()).await;
+    let (mut sender, conn) = within(
+        STEP,
+        hyper::client::conn::http2::handshake::<_, _, ReqBody>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        ),
+        "h2 handshake",
+    )
+    .await
+    .expect("h2c handshake with the bridge");
+    let mut conn = tokio::spawn(conn);
+
+    // The upstream takes 1.5 s (three idle limits) to answer: the request is in flight, so
+    // the connection stays open and the answer arrives.
+    let req = http::Request::get("http://h2.example/slow?ms=1500")
+        .body(empty())
+        .unwrap();
+    let resp = within(STEP, sender.send_request(req), "the slow h2 response")
+        .await
+        .expect("the slow request was answered on the open connection");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_bytes(resp.into_body()).await, "slow done");
+    assert!(!conn.is_finished(), "closed while a request was in flight");
+
+    // Then nothing: the bridge closes the connection after the idle limit.
+    let started = Instant::now();
+    let ended = within(
+        Duration::from_secs(5),
+        &mut conn,
+        "the idle h2c connection to close",
+    )
+    .await
+    .expect("the h2 connection task");
+    assert!(
+        ended.is_ok(),
+        "the connection ended with an error: {ended:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    bridge.stop().await;
+}
+
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
     let upstream = Upstream::start(&tcp_any()).await;

@@ -18,20 +18,10 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pipegate_transport::hyper::{endpoint_uri, host_header, HyperConnector};
-use pipegate_transport::{Endpoint, ListenOptions, Listener, Mode, PeerInfo};
-use support::{within, STEP};
+use pipegate_transport::{Endpoint, Listener, Mode, PeerInfo};
+use support::{bind, within, STEP};
 
 type HttpClient = Client<HyperConnector, Empty<Bytes>>;
-
-async fn bind(endpoint: &Endpoint) -> Listener {
-    within(
-        STEP,
-        Listener::bind(endpoint, &ListenOptions::new()),
-        "bind",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("bind {endpoint}: {e}"))
-}
 
 /// A listener for this OS's local transport: a Unix socket in `dir`, or a named pipe.
 #[cfg(unix)]

@@ -10,22 +10,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use pipegate_transport::{
     connect, ConnectOptions, Endpoint, ErrorKind, ListenOptions, Listener, Mode,
 };
-use support::{within, STEP};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn bind(endpoint: &Endpoint) -> Listener {
-    within(
-        STEP,
-        Listener::bind(endpoint, &ListenOptions::new()),
-        "bind",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("bind {endpoint}: {e}"))
-}
+use support::{bind, within, STEP};
 
 #[tokio::test]
 async fn round_trip_and_peer_info() {
-    let mut listener = bind(&support::tcp_any()).await;
+    let listener = bind(&support::tcp_any()).await;
     let endpoint = listener.local_endpoint().clone();
     let Endpoint::Tcp { host, port } = &endpoint else {
         panic!("a TCP listener reports a TCP endpoint, not {endpoint}");
@@ -34,24 +23,7 @@ async fn round_trip_and_peer_info() {
     assert_ne!(*port, 0, "local_endpoint has the port the OS picked");
     let port = *port;
 
-    let server = tokio::spawn(async move {
-        let mut stream = listener.accept().await.expect("accept");
-        let mut buf = [0; 5];
-        stream.read_exact(&mut buf).await.expect("server read");
-        stream.write_all(b"world").await.expect("server write");
-        (stream.peer().clone(), buf)
-    });
-    let mut client = within(STEP, connect(&endpoint, &ConnectOptions::new()), "connect")
-        .await
-        .expect("connect");
-    client.write_all(b"hello").await.expect("client write");
-    let mut back = [0; 5];
-    within(STEP, client.read_exact(&mut back), "reply")
-        .await
-        .expect("client read");
-    assert_eq!(&back, b"world");
-    let (server_peer, got) = within(STEP, server, "server").await.expect("server task");
-    assert_eq!(&got, b"hello");
+    let (server_peer, _, client, _server) = support::hello_world(listener, &endpoint).await;
 
     // The accepting side: its own endpoint, and the client's address.
     assert_eq!(server_peer.mode, Mode::Tcp);

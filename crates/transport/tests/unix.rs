@@ -14,21 +14,10 @@ use std::path::{Path, PathBuf};
 use pipegate_transport::{
     connect, ConnectOptions, Endpoint, ErrorKind, ListenOptions, Listener, Mode,
 };
-use support::{within, STEP};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{bind, within, STEP};
 
 fn endpoint(path: &Path) -> Endpoint {
     Endpoint::parse(path.to_str().expect("UTF-8 temp path")).expect("valid unix endpoint")
-}
-
-async fn bind(endpoint: &Endpoint) -> Listener {
-    within(
-        STEP,
-        Listener::bind(endpoint, &ListenOptions::new()),
-        "bind",
-    )
-    .await
-    .unwrap_or_else(|e| panic!("bind {endpoint}: {e}"))
 }
 
 async fn bind_err(endpoint: &Endpoint) -> pipegate_transport::Error {
@@ -77,27 +66,9 @@ fn entries(dir: &Path) -> Vec<String> {
 async fn round_trip_and_peer_info() {
     let dir = support::temp_dir();
     let ep = endpoint(&dir.path().join("api.sock"));
-    let mut listener = bind(&ep).await;
+    let listener = bind(&ep).await;
     assert_eq!(listener.local_endpoint(), &ep);
-
-    let server = tokio::spawn(async move {
-        let mut stream = listener.accept().await.expect("accept");
-        let mut buf = [0; 5];
-        stream.read_exact(&mut buf).await.expect("server read");
-        stream.write_all(b"world").await.expect("server write");
-        (stream.peer().clone(), stream.supports_half_close(), buf)
-    });
-    let mut client = within(STEP, connect(&ep, &ConnectOptions::new()), "connect")
-        .await
-        .expect("connect");
-    client.write_all(b"hello").await.expect("client write");
-    let mut back = [0; 5];
-    within(STEP, client.read_exact(&mut back), "reply")
-        .await
-        .expect("client read");
-    assert_eq!(&back, b"world");
-    let (peer, half_close, got) = within(STEP, server, "server").await.expect("server task");
-    assert_eq!(&got, b"hello");
+    let (peer, half_close, client, _server) = support::hello_world(listener, &ep).await;
 
     assert_eq!(peer.mode, Mode::Unix);
     assert_eq!(peer.endpoint, ep);
@@ -397,18 +368,8 @@ async fn path_longer_than_sun_path_is_refused() {
 async fn connect_to_a_missing_socket_is_not_found() {
     let dir = support::temp_dir();
     let ep = endpoint(&dir.path().join("nobody.sock"));
-    let err = within(STEP, connect(&ep, &ConnectOptions::new()), "connect")
-        .await
-        .expect_err("nothing listens");
-    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
-    let msg = err.to_string();
-    assert!(msg.contains("nothing is listening on unix://"), "{msg}");
-    assert_eq!(
-        msg,
-        format!("nothing is listening on {ep} — is `pipegate serve` running?")
-    );
-    assert_eq!(err.endpoint(), Some(&ep));
-    assert_eq!(err.into_io().kind(), std::io::ErrorKind::NotFound);
+    assert!(ep.to_string().starts_with("unix://"), "{ep}");
+    support::assert_nothing_listens(&ep).await;
 }
 
 #[tokio::test]

@@ -54,6 +54,9 @@ const DRAIN_LIMIT: usize = 1 << 20;
 /// The HTTP/2 connection preface's request line.
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0";
 
+/// The whole HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Why a request was refused before parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Violation {
@@ -576,6 +579,36 @@ impl<S: AsyncRead + Unpin> Inspected<S> {
                 _ => return,
             }
         }
+    }
+}
+
+impl<S: AsyncRead + Unpin> Inspected<S> {
+    /// Whether the client opens with the HTTP/2 connection preface (prior knowledge).
+    /// Reads, through the checks, only as far as it takes to tell; what it read is given
+    /// back, first, to the next reads.
+    pub(crate) async fn sniff_h2(&mut self) -> io::Result<bool> {
+        let mut probe = [0u8; H2_PREFACE.len()];
+        let mut n = 0;
+        while n < probe.len() {
+            let read = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut probe[n..]);
+                ready!(Pin::new(&mut *self).poll_read(cx, &mut buf))?;
+                Poll::Ready(Ok::<_, io::Error>(buf.filled().len()))
+            })
+            .await?;
+            let matches = probe[n..n + read] == H2_PREFACE[n..n + read];
+            n += read;
+            if read == 0 || !matches {
+                break;
+            }
+        }
+        if n > 0 {
+            let mut again = BytesMut::with_capacity(n + self.ready.len());
+            again.extend_from_slice(&probe[..n]);
+            again.extend_from_slice(&self.ready);
+            self.ready = again;
+        }
+        Ok(probe[..n] == *H2_PREFACE)
     }
 }
 

@@ -18,14 +18,15 @@ use http::header::{
     PROXY_AUTHORIZATION, SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 
-/// Headers that are hop-by-hop whatever `Connection` says.
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that are hop-by-hop whatever `Connection` says. Parsed names, so removing
+/// them does not parse a string per header per request.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// The value added to `Via`.
@@ -63,8 +64,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (name == "upgrade" || name == "connection") {
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && (name == UPGRADE || name == CONNECTION) {
             continue;
         }
         headers.remove(name);

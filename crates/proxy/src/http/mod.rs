@@ -9,6 +9,7 @@
 //! upstream token from upstream_token.rs) → on `101`, splice the tunnel (tunnel.rs) →
 //! every failure becomes exactly one response (respond.rs).
 
+mod activity;
 mod body;
 pub(crate) mod framing;
 mod guard;
@@ -19,6 +20,7 @@ mod tunnel;
 mod upstream_token;
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +30,10 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use pipegate_transport::hyper::{endpoint_uri, host_header, HyperConnector};
 use pipegate_transport::{Endpoint, Mode, Stream};
 use tokio_util::sync::CancellationToken;
@@ -39,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{Config, LocalService, Target};
+use activity::{Activity, Tracked};
 use body::{Counted, Exchange, Flow};
 use framing::{Inspected, Verdicts};
 use guard::{Arrival, Guard};
@@ -58,7 +61,8 @@ const OWN_PREFIX: &str = "/_pipegate/";
 /// State shared by every connection of one bridge.
 pub(crate) struct Shared {
     route: Route,
-    server: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     header_timeout: Duration,
     upstream_timeout: Duration,
     tunnel_idle_timeout: Duration,
@@ -101,17 +105,23 @@ impl Shared {
                     .pool_max_idle_per_host(64)
                     .set_host(false)
                     .build(connector);
+                // Every upstream request URI has the same scheme and authority (the pool
+                // key): build them once, not per request.
+                let base = endpoint_uri(upstream, "/")
+                    .ok()
+                    .map(http::Uri::into_parts)
+                    .and_then(|p| Some((p.scheme?, p.authority?)));
                 Route::Forward {
                     upstream: upstream.clone(),
+                    base,
                     client: Box::new(client),
                 }
             }
             Target::Local(service) => Route::Local(Arc::clone(service)),
         };
         let max_head = config.http.max_header_size.max(8192);
-        let mut server = auto::Builder::new(TokioExecutor::new());
-        server
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             // Restarts whenever a connection waits for the next request head, so it also
             // closes idle keep-alive connections.
@@ -119,13 +129,14 @@ impl Shared {
             // hyper-util's builder has no max_header_size; a head that does not fit the
             // read buffer is refused with 431, which is the limit we want.
             .max_buf_size(max_head);
-        server
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(config.http.max_header_size as u32);
         Shared {
             route,
-            server,
+            http1,
+            http2,
             header_timeout: config.http.header_timeout,
             upstream_timeout: config.http.upstream_timeout,
             tunnel_idle_timeout: config.http.tunnel_idle_timeout,
@@ -150,7 +161,7 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
     let half_close = stream.supports_half_close();
     let listener = Arc::new(stream.peer().endpoint.clone());
     let verdicts = Arc::new(Verdicts::default());
-    let stream = Inspected::new(stream, shared.max_head, Arc::clone(&verdicts));
+    let mut stream = Inspected::new(stream, shared.max_head, Arc::clone(&verdicts));
     // Given back when this function's future is dropped, however the connection ends.
     let _open = shared.metrics.open_connection(mode);
     let abort = shared.abort.clone();
@@ -161,33 +172,81 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
     // the header timeout of the accept.
     let first_request = CancellationToken::new();
     let service_first_request = first_request.clone();
-    let service = service_fn(move |req| {
-        service_first_request.cancel();
-        let shared = Arc::clone(&service_shared);
-        let listener = Arc::clone(&listener);
-        let verdicts = Arc::clone(&verdicts);
-        async move {
-            let arrival = Arrival {
-                mode,
-                listener: &listener,
-                verdicts: &verdicts,
-            };
-            Ok::<_, Infallible>(handle(shared, &arrival, half_close, req).await)
-        }
-    });
     let first_head_deadline = async {
         tokio::select! {
             _ = first_request.cancelled() => std::future::pending::<()>().await,
             _ = tokio::time::sleep(shared.header_timeout) => {}
         }
     };
-    let conn = shared
-        .server
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
     tokio::pin!(first_head_deadline);
+    // HTTP/2 prior knowledge or HTTP/1, told by the first bytes. Done here rather than by
+    // hyper-util's auto builder: its 24-byte probe reaches hyper as a separate first read,
+    // which makes hyper's 8 KiB read buffer grow to 16 KiB on every connection.
+    let h2 = tokio::select! {
+        sniffed = stream.sniff_h2() => sniffed,
+        _ = &mut first_head_deadline => Err(std::io::ErrorKind::TimedOut.into()),
+        _ = stop.cancelled() => Err(std::io::ErrorKind::Interrupted.into()),
+        _ = abort.cancelled() => Err(std::io::ErrorKind::Interrupted.into()),
+    };
+    let h2 = match h2 {
+        Ok(h2) => h2,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                tracing::info!(
+                    close.reason = "header_timeout",
+                    "connection closed: request headers not received in time"
+                );
+            } else {
+                tracing::debug!(error = %e, "connection ended before its first request");
+            }
+            return;
+        }
+    };
+    // HTTP/1 idle keep-alive connections are closed by hyper's header timeout; HTTP/2 ones
+    // by this (see activity.rs).
+    let activity = h2.then(Activity::new);
+    let idle = {
+        let activity = activity.clone();
+        let limit = shared.header_timeout;
+        async move {
+            match activity {
+                Some(activity) => activity.idle_for(limit).await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    let service = service_fn(move |req| {
+        service_first_request.cancel();
+        let shared = Arc::clone(&service_shared);
+        let listener = Arc::clone(&listener);
+        let verdicts = Arc::clone(&verdicts);
+        let busy = activity.as_ref().map(Activity::begin);
+        // Boxed: hyper keeps a slot sized for this future in every connection for its
+        // whole life, idle or not (2.6 KiB unboxed); boxed, the slot is a pointer and the
+        // future's memory exists only while a request is in flight.
+        Box::pin(async move {
+            let arrival = Arrival {
+                mode,
+                listener: &listener,
+                verdicts: &verdicts,
+            };
+            let resp = handle(shared, &arrival, half_close, req).await;
+            Ok::<_, Infallible>(match busy {
+                Some(busy) => resp.map(|body| Tracked::new(body, busy).boxed()),
+                None => resp,
+            })
+        }) as ServiceFuture
+    });
+    let io = TokioIo::new(stream);
+    let mut conn = if h2 {
+        Conn::H2(Box::pin(shared.http2.serve_connection(io, service)))
+    } else {
+        Conn::H1(Box::pin(
+            shared.http1.serve_connection(io, service).with_upgrades(),
+        ))
+    };
     let result = tokio::select! {
-        result = conn.as_mut() => result,
+        result = &mut conn => result,
         _ = &mut first_head_deadline => {
             tracing::info!(
                 close.reason = "header_timeout",
@@ -195,26 +254,80 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             );
             Ok(())
         }
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
+        _ = idle => {
+            tracing::debug!(close.reason = "idle", "closing an idle HTTP/2 connection");
+            conn.graceful_shutdown();
             tokio::select! {
-                result = conn.as_mut() => result,
+                result = &mut conn => result,
+                _ = abort.cancelled() => Ok(()),
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.graceful_shutdown();
+            tokio::select! {
+                result = &mut conn => result,
                 _ = abort.cancelled() => Ok(()),
             }
         }
         _ = abort.cancelled() => Ok(()),
     };
     if let Err(e) = result {
-        let timeout = e
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout);
-        if timeout {
+        if e.is_timeout() {
             tracing::info!(
                 close.reason = "header_timeout",
                 "connection closed: request headers not received in time"
             );
         } else {
             tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// What the per-connection service returns for each request.
+type ServiceFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<ResBody>, Infallible>> + Send>>;
+
+/// A client connection's byte stream, as hyper sees it.
+type ClientIo = TokioIo<Inspected<Stream>>;
+
+/// One client connection as hyper serves it.
+enum Conn<S>
+where
+    S: hyper::service::HttpService<Incoming>,
+{
+    H1(Pin<Box<http1::UpgradeableConnection<ClientIo, S>>>),
+    H2(Pin<Box<http2::Connection<ClientIo, S, TokioExecutor>>>),
+}
+
+impl<S> Conn<S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ResBody>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Conn::H1(conn) => conn.as_mut().graceful_shutdown(),
+            Conn::H2(conn) => conn.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl<S> std::future::Future for Conn<S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = ResBody>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Output = hyper::Result<()>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Conn::H1(conn) => conn.as_mut().poll(cx),
+            Conn::H2(conn) => conn.as_mut().poll(cx),
         }
     }
 }
@@ -272,9 +385,14 @@ async fn route(
     );
     let exchange = Exchange::new(span.clone(), Arc::clone(&shared.metrics));
     match &shared.route {
-        Route::Forward { upstream, client } => {
+        Route::Forward {
+            upstream,
+            base,
+            client,
+        } => {
             let leg = Upstream {
                 endpoint: upstream,
+                base: base.as_ref(),
                 client,
             };
             forward(&shared, &leg, mode, client_half_close, req, exchange)
@@ -293,6 +411,8 @@ async fn route(
 enum Route {
     Forward {
         upstream: Endpoint,
+        /// Scheme and authority of every upstream request URI.
+        base: Option<(http::uri::Scheme, http::uri::Authority)>,
         client: Box<Client<HyperConnector, Counted<Incoming>>>,
     },
     Local(Arc<dyn LocalService>),
@@ -310,6 +430,7 @@ impl std::fmt::Debug for Route {
 /// The upstream leg of one forwarded request.
 struct Upstream<'a> {
     endpoint: &'a Endpoint,
+    base: Option<&'a (http::uri::Scheme, http::uri::Authority)>,
     client: &'a Client<HyperConnector, Counted<Incoming>>,
 }
 
@@ -377,12 +498,17 @@ async fn forward(
         // Whatever the client sent is replaced: this bridge authenticates itself.
         parts.headers.insert(AUTHORIZATION, token.header());
     }
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    parts.uri = match endpoint_uri(upstream.endpoint, path_and_query) {
+    let uri = match (upstream.base, parts.uri.path_and_query()) {
+        (Some((scheme, authority)), Some(pq)) => {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(scheme.clone());
+            uri.authority = Some(authority.clone());
+            uri.path_and_query = Some(pq.clone());
+            http::Uri::from_parts(uri).map_err(http::Error::from)
+        }
+        (_, pq) => endpoint_uri(upstream.endpoint, pq.map_or("/", |pq| pq.as_str())),
+    };
+    parts.uri = match uri {
         Ok(uri) => uri,
         Err(e) => {
             let resp = respond::json(

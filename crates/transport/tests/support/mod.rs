@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pipegate_transport::relay::{relay, RelayOptions, RelayOutcome};
-use pipegate_transport::{connect, ConnectOptions, Endpoint, Listener, Stream};
+use pipegate_transport::{
+    connect, ConnectOptions, Endpoint, ErrorKind, ListenOptions, Listener, PeerInfo, Stream,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Barrier};
@@ -25,6 +27,65 @@ pub(crate) async fn within<F: Future>(limit: Duration, fut: F, what: &str) -> F:
         Ok(out) => out,
         Err(_) => panic!("timed out after {limit:?}: {what}"),
     }
+}
+
+/// Binds `endpoint` with the default (secure) options, within [`STEP`].
+pub(crate) async fn bind(endpoint: &Endpoint) -> Listener {
+    within(
+        STEP,
+        Listener::bind(endpoint, &ListenOptions::new()),
+        "bind",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("bind {endpoint}: {e}"))
+}
+
+/// One exchange over a fresh connection: the client dials `endpoint` and sends `hello`,
+/// the accepted side answers `world`. Returns what the accepting side knows of its peer,
+/// whether that side supports half-close, and both streams (kept open).
+pub(crate) async fn hello_world(
+    mut listener: Listener,
+    endpoint: &Endpoint,
+) -> (PeerInfo, bool, Stream, Stream) {
+    let server = tokio::spawn(async move {
+        let mut stream = listener.accept().await.expect("accept");
+        let mut buf = [0; 5];
+        stream.read_exact(&mut buf).await.expect("server read");
+        assert_eq!(&buf, b"hello");
+        stream.write_all(b"world").await.expect("server write");
+        stream
+    });
+    let mut client = within(STEP, connect(endpoint, &ConnectOptions::new()), "connect")
+        .await
+        .expect("connect");
+    client.write_all(b"hello").await.expect("client write");
+    let mut back = [0; 5];
+    within(STEP, client.read_exact(&mut back), "reply")
+        .await
+        .expect("client read");
+    assert_eq!(&back, b"world");
+    let server = within(STEP, server, "server").await.expect("server task");
+    (
+        server.peer().clone(),
+        server.supports_half_close(),
+        client,
+        server,
+    )
+}
+
+/// Dialing `endpoint`, where nothing listens, fails with `NotFound` and the message that
+/// names the endpoint and what to try.
+pub(crate) async fn assert_nothing_listens(endpoint: &Endpoint) {
+    let err = within(STEP, connect(endpoint, &ConnectOptions::new()), "connect")
+        .await
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("nothing is listening on {endpoint} — is `pipegate serve` running?")
+    );
+    assert_eq!(err.endpoint(), Some(endpoint));
+    assert_eq!(err.into_io().kind(), std::io::ErrorKind::NotFound);
 }
 
 /// A fresh private (0700 on Unix) temporary directory, removed when dropped. Short
