@@ -402,13 +402,12 @@ mod tests {
         ] {
             assert_eq!(rfc3339::parse(bad), None, "{bad:?}");
         }
-        let last = "9999-12-31T23:59:59.999999999Z";
+        // The last instant that still formats as a four-digit year; in 100 ns steps, the
+        // resolution of Windows' SystemTime.
+        let last = "9999-12-31T23:59:59.9999999Z";
         let t = rfc3339::parse(last).unwrap();
         assert_eq!(rfc3339::format(t), last);
-        assert_eq!(
-            rfc3339::parse("9999-12-31T22:59:59.999999999-01:00"),
-            Some(t)
-        );
+        assert_eq!(rfc3339::parse("9999-12-31T22:59:59.9999999-01:00"), Some(t));
     }
 
     #[test]
