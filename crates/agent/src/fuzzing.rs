@@ -231,39 +231,15 @@ fn to_json(value: &impl Serialize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Every committed seed of `fuzz/corpus/<target>`.
-    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                (path.display().to_string(), bytes)
-            })
-            .collect();
-        seeds.sort();
-        assert!(!seeds.is_empty(), "{} has no seeds", dir.display());
-        seeds
-    }
+    use pipegate_transport::fuzzing::replay_seeds;
 
     #[test]
     fn ws_frame_seeds() {
-        for (name, bytes) in seeds("ws_frame") {
-            eprintln!("{name}");
-            super::ws_frame(&bytes);
-        }
+        replay_seeds("ws_frame", super::ws_frame);
     }
 
     #[test]
     fn control_json_seeds() {
-        for (name, bytes) in seeds("control_json") {
-            eprintln!("{name}");
-            super::control_json(&bytes);
-        }
+        replay_seeds("control_json", super::control_json);
     }
 }

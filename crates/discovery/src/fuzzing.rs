@@ -38,31 +38,10 @@ pub fn instance_record(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Every committed seed of `fuzz/corpus/<target>`.
-    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                (path.display().to_string(), bytes)
-            })
-            .collect();
-        seeds.sort();
-        assert!(!seeds.is_empty(), "{} has no seeds", dir.display());
-        seeds
-    }
+    use pipegate_transport::fuzzing::replay_seeds;
 
     #[test]
     fn instance_record_seeds() {
-        for (name, bytes) in seeds("instance_record") {
-            eprintln!("{name}");
-            super::instance_record(&bytes);
-        }
+        replay_seeds("instance_record", super::instance_record);
     }
 }

@@ -380,39 +380,15 @@ impl AsyncRead for Pieces {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Every committed seed of `fuzz/corpus/<target>`.
-    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                (path.display().to_string(), bytes)
-            })
-            .collect();
-        seeds.sort();
-        assert!(!seeds.is_empty(), "{} has no seeds", dir.display());
-        seeds
-    }
+    use pipegate_transport::fuzzing::replay_seeds;
 
     #[test]
     fn http_headers_seeds() {
-        for (name, bytes) in seeds("http_headers") {
-            eprintln!("{name}");
-            super::http_headers(&bytes);
-        }
+        replay_seeds("http_headers", super::http_headers);
     }
 
     #[test]
     fn http_framing_seeds() {
-        for (name, bytes) in seeds("http_framing") {
-            eprintln!("{name}");
-            super::http_framing(&bytes);
-        }
+        replay_seeds("http_framing", super::http_framing);
     }
 }

@@ -58,34 +58,36 @@ fn check_valid(input: &str, endpoint: &Endpoint) {
     }
 }
 
+/// Runs every committed seed of `fuzz/corpus/<target>` through `run`, printing each
+/// seed's path first (so a failure names it). The crates' tests call this, so CI (which
+/// has no cargo-fuzz) keeps the targets' invariants honest on the seeds. Test support:
+/// it panics if the corpus cannot be read or is empty.
+pub fn replay_seeds(target: &str, run: impl Fn(&[u8])) {
+    // Every crate of this workspace sits two levels under the repository root.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            entry
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .path()
+        })
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "{} has no seeds", dir.display());
+    for path in paths {
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        eprintln!("{}", path.display());
+        run(&bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Every committed seed of `fuzz/corpus/<target>`, so CI (no cargo-fuzz) keeps the
-    /// targets' invariants honest on them.
-    pub(crate) fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| {
-                let path = entry.unwrap().path();
-                let bytes = std::fs::read(&path).unwrap();
-                (path.display().to_string(), bytes)
-            })
-            .collect();
-        seeds.sort();
-        assert!(!seeds.is_empty(), "{} has no seeds", dir.display());
-        seeds
-    }
-
     #[test]
     fn endpoint_parse_seeds() {
-        for (name, bytes) in seeds("endpoint_parse") {
-            eprintln!("{name}");
-            super::endpoint_parse(&bytes);
-        }
+        super::replay_seeds("endpoint_parse", super::endpoint_parse);
     }
 }
