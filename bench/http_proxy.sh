@@ -56,6 +56,8 @@ CMDLINE+=" UP_WORKERS=$UP_WORKERS PROXY_WORKERS=$PROXY_WORKERS"
 CMDLINE+=" $0${*:+ $*}"
 
 die() { echo "http_proxy.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 for tool in wrk nginx haproxy socat "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk nginx haproxy socat)"
 done
@@ -100,27 +102,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "http_proxy.sh: interrupted" >&2; exit 130' INT TERM
 
-# Watchdog: the whole run is bounded. On expiry it TERMs this script and its other
-# children (so a wrk in flight does not delay the trap); the EXIT trap then cleans up.
-(
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_SECONDS" & sleeper=$!
-    wait "$sleeper" || exit 0
-    trap - TERM
-    echo "http_proxy.sh: watchdog: over ${MAX_SECONDS}s, aborting" >&2
-    kill -TERM $$ 2>/dev/null
-    for child in $(pgrep -P $$); do
-        [[ $child != "$BASHPID" ]] && kill -TERM "$child" 2>/dev/null
-    done
-    exit 0
-) &
-PIDS+=($!)
+# The whole run is bounded (bench/lib.sh).
+start_watchdog http_proxy.sh "$MAX_SECONDS"
 
-wait_for_line() {  # file, pattern, what
-    for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    cat "$1" >&2 || true
-    die "timed out waiting for $3"
-}
 wait_for_port() {  # port, what
     for _ in $(seq 200); do
         if "$PYTHON" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 1).close()" \

@@ -50,6 +50,8 @@ CMDLINE="LAT_COUNT=$LAT_COUNT LAT_WARMUP=$LAT_WARMUP FILE_MIB=$FILE_MIB CAT_ROUN
 CMDLINE+=" $0${*:+ $*}"
 
 die() { echo "pty.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 command -v "$PYTHON" >/dev/null || die "$PYTHON is not installed"
 read -r -a PATHS_ARR <<<"$PATHS_LIST"
 for p in "${PATHS_ARR[@]}"; do
@@ -80,27 +82,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "pty.sh: interrupted" >&2; exit 130' INT TERM
 
-# Watchdog: the whole run is bounded. On expiry it TERMs this script and its other
-# children (so a client in flight does not delay the trap); the EXIT trap then cleans up.
-(
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_SECONDS" & sleeper=$!
-    wait "$sleeper" || exit 0
-    trap - TERM
-    echo "pty.sh: watchdog: over ${MAX_SECONDS}s, aborting" >&2
-    kill -TERM $$ 2>/dev/null
-    for child in $(pgrep -P $$); do
-        [[ $child != "$BASHPID" ]] && kill -TERM "$child" 2>/dev/null
-    done
-    exit 0
-) &
-PIDS+=($!)
+# The whole run is bounded (bench/lib.sh).
+start_watchdog pty.sh "$MAX_SECONDS"
 
-wait_for_line() {  # file, pattern, what
-    for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    cat "$1" >&2 || true
-    die "timed out waiting for $3"
-}
 
 # ------------------------------------------------------------------ the agent and the bridge
 mkdir -m 0700 "$WORK/s"

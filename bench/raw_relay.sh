@@ -37,6 +37,8 @@ LOADGEN="$HERE/loadgen.py"
 CMDLINE="${TOKIO_WORKER_THREADS:+TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS }BULK_BYTES=$BULK_BYTES BULK_ROUNDS=$BULK_ROUNDS LAT_COUNT=$LAT_COUNT LAT_WARMUP=$LAT_WARMUP${PIPEGATE_BIN:+ PIPEGATE_BIN=$PIPEGATE_BIN} $0${*:+ $*}"
 
 die() { echo "raw_relay.sh: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 command -v socat >/dev/null || die "socat is not installed"
 command -v "$PYTHON" >/dev/null || die "$PYTHON is not installed"
 
@@ -69,31 +71,12 @@ SOCAT_PID=
 trap cleanup EXIT
 trap 'echo "raw_relay.sh: interrupted" >&2; exit 130' INT TERM
 
-# Watchdog: the whole run is bounded. On expiry it TERMs this script and its other
-# children (so a client in flight does not delay the trap); the EXIT trap then cleans up.
-(
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_SECONDS" & sleeper=$!
-    wait "$sleeper" || exit 0
-    trap - TERM
-    echo "raw_relay.sh: watchdog: over ${MAX_SECONDS}s, aborting" >&2
-    kill -TERM $$ 2>/dev/null
-    for child in $(pgrep -P $$); do
-        [[ $child != "$BASHPID" ]] && kill -TERM "$child" 2>/dev/null
-    done
-    exit 0
-) &
-PIDS+=($!)
+# The whole run is bounded (bench/lib.sh).
+start_watchdog raw_relay.sh "$MAX_SECONDS"
 
 wait_for_file() {  # path, what
     for _ in $(seq 100); do [[ -s $1 ]] && return 0; sleep 0.05; done
     die "timed out waiting for $2"
-}
-
-wait_for_line() {  # file, pattern, what
-    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    cat "$1" >&2 || true
-    die "timed out waiting for $3"
 }
 
 # Two pipegate instances run side by side: give each its own instance name, and keep them

@@ -29,6 +29,8 @@ MAX_SECONDS=${MAX_SECONDS:-600}
 CMDLINE="REQUESTS=$REQUESTS CONNS=$CONNS THREADS=$THREADS${PIPEGATE_BIN:+ PIPEGATE_BIN=$PIPEGATE_BIN} $0${*:+ $*}"
 
 die() { echo "soak.sh: $*" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 for tool in wrk nginx curl; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk nginx curl)"
 done
@@ -61,27 +63,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "soak.sh: interrupted" >&2; exit 130' INT TERM
 
-# Watchdog: the whole run is bounded. On expiry it TERMs this script and its other
-# children (so a wrk in flight does not delay the trap); the EXIT trap then cleans up.
-(
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_SECONDS" & sleeper=$!
-    wait "$sleeper" || exit 0
-    trap - TERM
-    echo "soak.sh: watchdog: over ${MAX_SECONDS}s, aborting" >&2
-    kill -TERM $$ 2>/dev/null
-    for child in $(pgrep -P $$); do
-        [[ $child != "$BASHPID" ]] && kill -TERM "$child" 2>/dev/null
-    done
-    exit 0
-) &
-PIDS+=($!)
+# The whole run is bounded (bench/lib.sh).
+start_watchdog soak.sh "$MAX_SECONDS"
 
-wait_for_line() {  # file, pattern, what
-    for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    cat "$1" >&2 || true
-    die "timed out waiting for $3"
-}
 
 # ------------------------------------------------------------------ upstream: nginx on a Unix socket
 SOCK="$WORK/up.sock"
