@@ -7,6 +7,9 @@
 #   haproxy   wrk -> haproxy (mode http, keep-alive, http-reuse always) -> unix@up.sock
 #   nginx     wrk -> a second nginx (proxy_pass to an upstream{} block, keepalive 64)
 #   pipegate  wrk -> pipegate serve --listen tcp://127.0.0.1:P --upstream unix://up.sock
+#   floor     wrk -> crates/proxy/examples/hyper_floor.rs: one upstream connection per client
+#             connection, nothing checked, rewritten or logged; not a peer, the floor any
+#             hyper/tokio proxy stands on (FLOOR=0 leaves it out)
 # Load: ROUNDS interleaved rounds (round-robin over the paths, the starting path rotating)
 # of `wrk -t1 -c32 -d5s --latency` per body; the median round is reported. Then memory:
 # pipegate's RSS with IDLE_CONNS idle kept-alive client connections (bench/idle_conns.py).
@@ -22,6 +25,9 @@
 #   IDLE_CONNS       idle client connections for the RSS step    (default 10000; 0 = skip)
 #   PIPEGATE_BIN     pipegate binary used as is (default: cargo build --release -p pipegate, then
 #                    $CARGO_TARGET_DIR or ./target /release/pipegate)
+#   FLOOR_BIN        hyper_floor binary used as is (default: built next to pipegate with
+#                    cargo build --release -p pipegate-proxy --example hyper_floor)
+#   FLOOR            1 = measure the floor path too                (default 1)
 #   PIPEGATE_ARGS    extra `pipegate serve` options for the throughput instance (word-split)
 #   UP_WORKERS       worker_processes of the upstream nginx      (default auto)
 #   PROXY_WORKERS    worker_processes of the proxying nginx      (default auto)
@@ -47,8 +53,9 @@ MAX_SECONDS=${MAX_SECONDS:-540}
 QUIET_BUDGET=${QUIET_BUDGET:-90}
 QUIET_PCT=${QUIET_PCT:-10}
 PIPEGATE_ARGS=${PIPEGATE_ARGS:-}
+FLOOR=${FLOOR:-1}
 CMDLINE="ROUNDS=$ROUNDS DURATION=$DURATION CONNS=$CONNS THREADS=$THREADS IDLE_CONNS=$IDLE_CONNS"
-CMDLINE+=" UP_WORKERS=$UP_WORKERS PROXY_WORKERS=$PROXY_WORKERS"
+CMDLINE+=" UP_WORKERS=$UP_WORKERS PROXY_WORKERS=$PROXY_WORKERS FLOOR=$FLOOR"
 [[ $BODIES != "small big" ]] && CMDLINE+=" BODIES=\"$BODIES\""
 [[ -n $PIPEGATE_ARGS ]] && CMDLINE+=" PIPEGATE_ARGS=\"$PIPEGATE_ARGS\""
 [[ -n ${TOKIO_WORKER_THREADS:-} ]] && CMDLINE+=" TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS"
@@ -69,6 +76,13 @@ if [[ -z ${PIPEGATE_BIN:-} ]]; then
     (cd "$ROOT" && cargo build --release -p pipegate) >&2 || die "cargo build failed"
 fi
 [[ -x $PIPEGATE_BIN ]] || die "no pipegate binary at $PIPEGATE_BIN"
+if (( FLOOR )) && [[ -z ${FLOOR_BIN:-} ]]; then
+    FLOOR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper_floor"
+    echo "building $FLOOR_BIN (cargo build --release -p pipegate-proxy --example hyper_floor)" >&2
+    (cd "$ROOT" && cargo build --release -p pipegate-proxy --example hyper_floor) >&2 \
+        || die "cargo build of the hyper_floor example failed"
+fi
+(( FLOOR )) && { [[ -x $FLOOR_BIN ]] || die "no hyper_floor binary at $FLOOR_BIN"; }
 
 # 10 000 idle connections need as many descriptors in the client and in pipegate.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -248,13 +262,24 @@ wait_for_line "$WORK/pg.log" '^pipegate: listening on' "pipegate to start"
 PG_PORT=$(sed -n 's|^pipegate: listening on tcp://127.0.0.1:\([0-9]*\)$|\1|p' "$WORK/pg.log" | head -n1)
 [[ -n $PG_PORT ]] || { cat "$WORK/pg.log" >&2; die "could not read pipegate's port"; }
 
+FLOOR_PID= FLOOR_PORT=
+if (( FLOOR )); then
+    "$FLOOR_BIN" 127.0.0.1:0 "unix://$SOCK" >"$WORK/floor.log" 2>&1 &
+    FLOOR_PID=$!
+    PIDS+=($!)
+    wait_for_line "$WORK/floor.log" '^hyper_floor: listening on' "hyper_floor to start"
+    FLOOR_PORT=$(sed -n 's|^hyper_floor: listening on 127.0.0.1:\([0-9]*\)$|\1|p' "$WORK/floor.log" | head -n1)
+    [[ -n $FLOOR_PORT ]] || { cat "$WORK/floor.log" >&2; die "could not read hyper_floor's port"; }
+fi
+
 wait_for_port "$SOCAT_PORT" socat
 wait_for_port "$HAP_PORT" haproxy
 wait_for_port "$NGX_PORT" "the proxying nginx"
 
 PATHS=(direct socat haproxy nginx pipegate)
-declare -A PORT=([direct]=$DIRECT_PORT [socat]=$SOCAT_PORT [haproxy]=$HAP_PORT [nginx]=$NGX_PORT [pipegate]=$PG_PORT)
-declare -A PROXY_PID=([socat]=$SOCAT_PID [haproxy]=$HAP_PID [nginx]=$NGX_PID [pipegate]=$PG_PID)
+(( FLOOR )) && PATHS+=(floor)
+declare -A PORT=([direct]=$DIRECT_PORT [socat]=$SOCAT_PORT [haproxy]=$HAP_PORT [nginx]=$NGX_PORT [pipegate]=$PG_PORT [floor]=$FLOOR_PORT)
+declare -A PROXY_PID=([socat]=$SOCAT_PID [haproxy]=$HAP_PID [nginx]=$NGX_PID [pipegate]=$PG_PID [floor]=$FLOOR_PID)
 declare -A BODY_SIZE=([small]=64 [big]=1048576)
 declare -A BODY_NAME=([small]="64-byte body" [big]="1 MiB file")
 
@@ -443,6 +468,10 @@ if [[ " $BODIES " == *" small "* ]]; then
     pg=${RATIO[pipegatesmall]}; bp=${RATIO[${best}small]}
     check "64-byte body: pipegate ratio >= 1.25 x best peer's" "$pg >= 1.25 * $bp" \
         "pipegate $pg x direct vs $best $bp x direct = $(ratio "$pg" "$bp") x; needs pipegate >= $(awk -v b="$bp" 'BEGIN { printf "%.2f", 1.25 * b }')"
+    if (( FLOOR )); then
+        fl=${RATIO[floorsmall]}
+        echo "      floor (bare hyper proxy) $fl x direct = $(ratio "$fl" "$bp") x $best; pipegate = $(ratio "$pg" "$fl") x the floor"
+    fi
 fi
 if [[ " $BODIES " == *" big "* ]]; then
     check "1 MiB file: pipegate >= 0.85 x direct" "${RATIO[pipegatebig]} >= 0.85" \

@@ -14,8 +14,8 @@
 //! trailers on behalf of a client that accepts them (RFC 9110 §10.1.4).
 
 use http::header::{
-    Entry, HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE,
-    PROXY_AUTHORIZATION, SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONNECTION, COOKIE, PROXY_AUTHORIZATION,
+    SET_COOKIE, TE, TRANSFER_ENCODING, UPGRADE, VIA,
 };
 
 /// Headers that are hop-by-hop whatever `Connection` says. Parsed names, so removing
@@ -50,31 +50,45 @@ pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` and a `Connection: upgrade`
 /// survive (for an upgrade exchange); every other token `Connection` named is removed.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Tokens are read from the bytes: a value with a non-ASCII byte somewhere (which
-    // `to_str` refuses) still names the headers it lists.
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && name == UPGRADE {
-            continue;
+    // Most messages carry no hop-by-hop header, or only `Connection` naming fixed ones
+    // (`keep-alive`, `close`): one pass over the names decides, without hashing.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        // Tokens are read from the bytes: a value with a non-ASCII byte somewhere (which
+        // `to_str` refuses) still names the headers it lists.
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            // Removed below anyway: no name to build.
+            .filter(|t| !is_fixed_hop_by_hop(t))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for name in named {
+            if keep_upgrade && name == UPGRADE {
+                continue;
+            }
+            headers.remove(&name);
         }
-        headers.remove(&name);
-    }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && (name == UPGRADE || name == CONNECTION) {
-            continue;
+        for name in &HOP_BY_HOP {
+            if keep_upgrade && (name == UPGRADE || name == CONNECTION) {
+                continue;
+            }
+            headers.remove(name);
         }
-        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     debug_assert!(keep_upgrade || !headers.contains_key(TE));
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+}
+
+/// Whether a `Connection` token names one of [`HOP_BY_HOP`] (ASCII case-insensitive).
+fn is_fixed_hop_by_hop(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
 }
 
 /// The request side of forwarding: hop-by-hop headers removed (an upgrade's kept),
@@ -127,11 +141,11 @@ const CREDENTIALS: [HeaderName; 4] = [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE
 /// (so no log line can print it by accident) and HTTP/2 never indexes it (RFC 7541
 /// §7.1.3). The values themselves are forwarded unchanged.
 pub(crate) fn mark_sensitive(headers: &mut HeaderMap) {
-    for name in CREDENTIALS {
-        if let Entry::Occupied(mut entry) = headers.entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
-            }
+    // One pass over the entries: cheaper than four hashed look-ups for the usual
+    // message, which has none of them.
+    for (name, value) in headers.iter_mut() {
+        if CREDENTIALS.contains(name) {
+            value.set_sensitive(true);
         }
     }
 }

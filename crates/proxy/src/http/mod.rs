@@ -17,6 +17,7 @@ pub(crate) mod headers;
 pub(crate) mod metrics;
 mod respond;
 mod tunnel;
+mod upstream;
 mod upstream_token;
 
 use std::convert::Infallible;
@@ -32,9 +33,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pipegate_transport::hyper::{endpoint_uri, host_header, HyperConnector};
+use pipegate_transport::hyper::host_header;
 use pipegate_transport::{Endpoint, Mode, Stream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -93,30 +93,17 @@ impl Shared {
         abort: CancellationToken,
     ) -> Shared {
         let route = match &config.target {
-            Target::Upstream(upstream) => {
-                let connector = HyperConnector::fixed(upstream.clone())
-                    .with_options(config.connect_options.clone())
-                    .with_dialer(config.dialer.clone());
-                let client = Client::builder(TokioExecutor::new())
-                    // Without a timer the pool's idle timeout silently never fires.
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
+            Target::Upstream(upstream) => Route::Forward {
+                upstream: upstream.clone(),
+                pool: upstream::Pool::new(
+                    upstream.clone(),
+                    config.connect_options.clone(),
+                    config.dialer.clone(),
                     // An idle pipe connection pins an upstream pipe instance; keep a few.
-                    .pool_max_idle_per_host(64)
-                    .set_host(false)
-                    .build(connector);
-                // Every upstream request URI has the same scheme and authority (the pool
-                // key): build them once, not per request.
-                let base = endpoint_uri(upstream, "/")
-                    .ok()
-                    .map(http::Uri::into_parts)
-                    .and_then(|p| Some((p.scheme?, p.authority?)));
-                Route::Forward {
-                    upstream: upstream.clone(),
-                    base,
-                    client: Box::new(client),
-                }
-            }
+                    64,
+                    Duration::from_secs(90),
+                ),
+            },
             Target::Local(service) => Route::Local(Arc::clone(service)),
         };
         let max_head = config.http.max_header_size.max(8192);
@@ -215,9 +202,19 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             }
         }
     };
+    // This connection's side of the upstream pool (upstream.rs).
+    let lane = match &shared.route {
+        Route::Forward { pool, .. } => Some(pool.lane()),
+        Route::Local(_) => None,
+    };
+    // Cancelling takes the token's lock; once per connection is enough.
+    let first_seen = std::sync::atomic::AtomicBool::new(false);
     let service = service_fn(move |req| {
-        service_first_request.cancel();
+        if !first_seen.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            service_first_request.cancel();
+        }
         let shared = Arc::clone(&service_shared);
+        let lane = lane.clone();
         let listener = Arc::clone(&listener);
         let verdicts = Arc::clone(&verdicts);
         let busy = activity.as_ref().map(Activity::begin);
@@ -230,7 +227,7 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
                 listener: &listener,
                 verdicts: &verdicts,
             };
-            let resp = handle(shared, &arrival, half_close, req).await;
+            let resp = handle(shared, &arrival, lane.as_ref(), half_close, req).await;
             Ok::<_, Infallible>(match busy {
                 Some(busy) => resp.map(|body| Tracked::new(body, busy).boxed()),
                 None => resp,
@@ -335,6 +332,7 @@ where
 async fn handle(
     shared: Arc<Shared>,
     arrival: &Arrival<'_>,
+    lane: Option<&Arc<upstream::Lane>>,
     client_half_close: bool,
     req: Request<Incoming>,
 ) -> Response<ResBody> {
@@ -342,7 +340,7 @@ async fn handle(
     // reading at them; if one is refused, the connection must not carry more requests.
     let upgrade_like = (req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE))
         || req.method() == Method::CONNECT;
-    let mut resp = route(shared, arrival, client_half_close, req).await;
+    let mut resp = route(shared, arrival, lane, client_half_close, req).await;
     if upgrade_like && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -353,6 +351,7 @@ async fn handle(
 async fn route(
     shared: Arc<Shared>,
     arrival: &Arrival<'_>,
+    lane: Option<&Arc<upstream::Lane>>,
     client_half_close: bool,
     mut req: Request<Incoming>,
 ) -> Response<ResBody> {
@@ -385,15 +384,19 @@ async fn route(
     );
     let exchange = Exchange::new(span.clone(), Arc::clone(&shared.metrics));
     match &shared.route {
-        Route::Forward {
-            upstream,
-            base,
-            client,
-        } => {
+        Route::Forward { upstream, pool } => {
+            // Every connection of a forwarding bridge has a lane; a fresh one would do.
+            let fresh;
+            let lane = match lane {
+                Some(lane) => lane,
+                None => {
+                    fresh = pool.lane();
+                    &fresh
+                }
+            };
             let leg = Upstream {
                 endpoint: upstream,
-                base: base.as_ref(),
-                client,
+                lane,
             };
             forward(&shared, &leg, mode, client_half_close, req, exchange)
                 .instrument(span)
@@ -411,9 +414,7 @@ async fn route(
 enum Route {
     Forward {
         upstream: Endpoint,
-        /// Scheme and authority of every upstream request URI.
-        base: Option<(http::uri::Scheme, http::uri::Authority)>,
-        client: Box<Client<HyperConnector, Counted<Incoming>>>,
+        pool: Arc<upstream::Pool>,
     },
     Local(Arc<dyn LocalService>),
 }
@@ -430,8 +431,7 @@ impl std::fmt::Debug for Route {
 /// The upstream leg of one forwarded request.
 struct Upstream<'a> {
     endpoint: &'a Endpoint,
-    base: Option<&'a (http::uri::Scheme, http::uri::Authority)>,
-    client: &'a Client<HyperConnector, Counted<Incoming>>,
+    lane: &'a Arc<upstream::Lane>,
 }
 
 fn own_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ResBody> {
@@ -498,28 +498,10 @@ async fn forward(
         // Whatever the client sent is replaced: this bridge authenticates itself.
         parts.headers.insert(AUTHORIZATION, token.header());
     }
-    let uri = match (upstream.base, parts.uri.path_and_query()) {
-        (Some((scheme, authority)), Some(pq)) => {
-            let mut uri = http::uri::Parts::default();
-            uri.scheme = Some(scheme.clone());
-            uri.authority = Some(authority.clone());
-            uri.path_and_query = Some(pq.clone());
-            http::Uri::from_parts(uri).map_err(http::Error::from)
-        }
-        (_, pq) => endpoint_uri(upstream.endpoint, pq.map_or("/", |pq| pq.as_str())),
-    };
-    parts.uri = match uri {
-        Ok(uri) => uri,
-        Err(e) => {
-            let resp = respond::json(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &serde_json::json!({"error": "bad request target", "detail": e.to_string()})
-                    .to_string(),
-            );
-            exchange.set_status(resp.status().as_u16());
-            return resp;
-        }
+    // Origin-form: the upstream is reached by its endpoint, not by the URI's authority.
+    parts.uri = match parts.uri.path_and_query() {
+        Some(pq) => http::Uri::from(pq.clone()),
+        None => http::Uri::from_static("/"),
     };
     // The upstream leg is HTTP/1.1 whatever the client spoke (h2c in, HTTP/1.1 out).
     parts.version = Version::HTTP_11;
@@ -528,12 +510,12 @@ async fn forward(
         Counted::new(body, Arc::clone(&exchange), Flow::ClientToUpstream),
     );
 
-    let result = tokio::time::timeout(shared.upstream_timeout, upstream.client.request(req)).await;
+    let result = tokio::time::timeout(shared.upstream_timeout, upstream.lane.request(req)).await;
     let mut resp = match result {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             shared.metrics.upstream_error();
-            let detail = error_detail(&e);
+            let detail = e.detail();
             tracing::warn!(error = %detail, upstream.endpoint = %upstream.endpoint, "upstream request failed");
             let resp =
                 respond::proxy_error(Some(upstream.endpoint), &ProxyError::Unavailable { detail });
@@ -555,6 +537,7 @@ async fn forward(
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
+            resp.body_mut().detach();
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let params = tunnel::TunnelParams {
                 client_half_close,
@@ -580,25 +563,4 @@ async fn forward(
             .map_err(BoxError::from)
             .boxed()
     })
-}
-
-/// The most useful line of a client error: pipegate's own transport message when there
-/// is one ("nothing is listening on …"), else the innermost cause.
-fn error_detail(err: &hyper_util::client::legacy::Error) -> String {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut last = err.to_string();
-    while let Some(e) = cause {
-        // The connector returns `io::Error`s wrapping a transport error; io::Error's
-        // `source()` skips the wrapped error itself, so look inside explicitly.
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<pipegate_transport::Error>());
-        if let Some(t) = e.downcast_ref::<pipegate_transport::Error>().or(inner) {
-            return t.to_string();
-        }
-        last = e.to_string();
-        cause = e.source();
-    }
-    last
 }
