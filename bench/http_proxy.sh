@@ -32,7 +32,7 @@
 #   UP_WORKERS       worker_processes of the upstream nginx      (default auto)
 #   PROXY_WORKERS    worker_processes of the proxying nginx      (default auto)
 #   PYTHON           Python 3 interpreter                        (default python3)
-#   MAX_SECONDS      watchdog: abort the run after this long     (default 540)
+#   MAX_SECONDS      watchdog: abort the run after this long     (default 900)
 #   QUIET_BUDGET     total seconds the run may spend waiting, before each round, for other
 #                    CPU load to drop below QUIET_PCT% busy      (default 90; 0 = never wait)
 #   QUIET_PCT        what counts as quiet                        (default 10)
@@ -49,7 +49,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 UP_WORKERS=${UP_WORKERS:-auto}
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
 PYTHON=${PYTHON:-python3}
-MAX_SECONDS=${MAX_SECONDS:-540}
+MAX_SECONDS=${MAX_SECONDS:-900}
 QUIET_BUDGET=${QUIET_BUDGET:-90}
 QUIET_PCT=${QUIET_PCT:-10}
 PIPEGATE_ARGS=${PIPEGATE_ARGS:-}

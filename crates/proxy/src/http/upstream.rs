@@ -19,10 +19,12 @@
 //! - a request that reaches a pooled connection the upstream has closed meanwhile is not
 //!   lost: if hyper did not write it, it is sent again on another connection (what
 //!   hyper-util calls retrying a canceled request);
-//! - at most `max_idle` idle connections are kept, lanes' and stack's together (an idle
-//!   named-pipe connection holds one of the upstream's pipe instances), and those on the
-//!   stack are closed after the idle timeout; a lane's connection is released when its
-//!   client connection closes, which the server's own idle limit bounds;
+//! - at most `max_idle` idle connections are kept (an idle named-pipe connection holds one
+//!   of the upstream's pipe instances): half of them in lanes, half on the stack, so
+//!   lanes of idle kept-alive clients never leave the other requests without a
+//!   connection to reuse. Those on the stack are closed after the idle timeout; a lane's
+//!   connection is released when its client connection closes, which the server's own
+//!   idle limit bounds;
 //! - a connection whose response is `101 Switching Protocols` is never pooled: it becomes
 //!   the tunnel.
 
@@ -100,7 +102,10 @@ pub(crate) struct Pool {
     dialer: Option<Arc<dyn Dialer>>,
     /// Oldest at the front, most recently used at the back (taken first).
     idle: Mutex<VecDeque<Idle>>,
-    max_idle: usize,
+    /// How many connections the stack keeps.
+    max_stacked: usize,
+    /// How many lanes may keep a connection.
+    max_pinned: usize,
     idle_timeout: Duration,
     /// Whether the task that closes expired idle connections runs.
     sweeping: AtomicBool,
@@ -113,7 +118,8 @@ impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("endpoint", &self.endpoint)
-            .field("max_idle", &self.max_idle)
+            .field("max_stacked", &self.max_stacked)
+            .field("max_pinned", &self.max_pinned)
             .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
@@ -133,7 +139,8 @@ impl Pool {
             options,
             dialer,
             idle: Mutex::new(VecDeque::new()),
-            max_idle,
+            max_stacked: max_idle - max_idle / 2,
+            max_pinned: max_idle / 2,
             idle_timeout,
             sweeping: AtomicBool::new(false),
             pinned: AtomicUsize::new(0),
@@ -187,15 +194,11 @@ impl Pool {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        // Lanes' connections count too; dropping a sender closes its connection.
-        let room = self
-            .max_idle
-            .saturating_sub(self.pinned.load(Ordering::Relaxed));
-        if room == 0 {
+        if self.max_stacked == 0 {
             return;
         }
-        while idle.len() >= room {
-            idle.pop_front();
+        while idle.len() >= self.max_stacked {
+            idle.pop_front(); // dropping a sender closes its connection
         }
         idle.push_back(Idle {
             sender,
@@ -299,7 +302,7 @@ impl Lane {
         if let Ok(mut slot) = self.pinned.lock() {
             if slot.sender.is_none() {
                 if !slot.counted {
-                    slot.counted = pool.pinned.fetch_add(1, Ordering::Relaxed) < pool.max_idle;
+                    slot.counted = pool.pinned.fetch_add(1, Ordering::Relaxed) < pool.max_pinned;
                     if !slot.counted {
                         pool.pinned.fetch_sub(1, Ordering::Relaxed);
                     }

@@ -460,22 +460,47 @@ async fn idle_connections_are_closed_after_the_idle_timeout_without_a_request() 
 #[tokio::test]
 async fn at_most_max_idle_connections_are_kept() {
     let upstream = numbered(5).await;
+    // max_idle 2: one in a lane, one on the stack.
     let pool = pool(&upstream, 2, Duration::from_secs(600));
     // Five client connections, each with its lane.
     let lanes: Vec<_> = (0..5).map(|_| pool.lane()).collect();
     let answers = join_all(lanes.iter().map(|lane| get(lane, "/held"))).await;
     assert!(answers.iter().all(|r| r.0 == StatusCode::OK), "{answers:?}");
     assert_eq!(upstream.accepted(), 5);
-    // max_idle caps the lanes' connections and the shared stack together.
-    let kept = (pool.pinned.load(Ordering::SeqCst), pool.idle_count());
-    assert!(kept.0 + kept.1 <= 2, "kept {kept:?}");
-    eventually("3 connections closed", || upstream.closed_by_pool() == 3).await;
-    drop(lanes); // the client connections close: their connections go to the stack
     assert_eq!(
         (pool.pinned.load(Ordering::SeqCst), pool.idle_count()),
-        (0, 2)
+        (1, 1)
     );
-    assert_eq!(upstream.closed_by_pool(), 3);
+    eventually("3 connections closed", || upstream.closed_by_pool() == 3).await;
+    drop(lanes); // the client connections close: the lane's goes to the full stack
+    assert_eq!(
+        (pool.pinned.load(Ordering::SeqCst), pool.idle_count()),
+        (0, 1)
+    );
+    eventually("4 connections closed", || upstream.closed_by_pool() == 4).await;
+}
+
+/// Catches: lanes of idle kept-alive clients taking every idle slot, so that every
+/// other request dials a new connection (and closes it after its answer).
+#[tokio::test]
+async fn lanes_of_idle_clients_leave_the_stack_to_the_others() {
+    let upstream = numbered(1).await;
+    let pool = pool(&upstream, 4, Duration::from_secs(600));
+    // As many clients as max_idle stay connected and idle after one request each.
+    let idle: Vec<_> = (0..4).map(|_| pool.lane()).collect();
+    let _ = join_all(idle.iter().map(|lane| get(lane, "/"))).await;
+    assert_eq!(upstream.accepted(), 4);
+    assert_eq!(
+        (pool.pinned.load(Ordering::SeqCst), pool.idle_count()),
+        (2, 2)
+    );
+    // Short-lived clients, one after the other, reuse what the stack holds.
+    for _ in 0..5 {
+        let lane = pool.lane();
+        assert_eq!(get(&lane, "/").await.0, StatusCode::OK);
+    }
+    assert_eq!(upstream.accepted(), 4);
+    assert_eq!(upstream.closed_by_pool(), 0);
 }
 
 /// Catches: keeping a connection whose response body was dropped half-read (its next
