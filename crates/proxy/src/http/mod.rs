@@ -15,6 +15,7 @@ pub(crate) mod framing;
 mod guard;
 pub(crate) mod headers;
 pub(crate) mod metrics;
+mod on_wake;
 mod respond;
 mod tunnel;
 mod upstream;
@@ -242,6 +243,13 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             shared.http1.serve_connection(io, service).with_upgrades(),
         ))
     };
+    // Shutdown, polled only when it fires (on_wake.rs), not on every wake-up of this task.
+    let mut shutdown = on_wake::OnWake::new(async {
+        tokio::select! {
+            _ = stop.cancelled() => Shutdown::Stop,
+            _ = abort.cancelled() => Shutdown::Abort,
+        }
+    });
     let result = tokio::select! {
         result = &mut conn => result,
         _ = &mut first_head_deadline => {
@@ -259,14 +267,16 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
                 _ = abort.cancelled() => Ok(()),
             }
         }
-        _ = stop.cancelled() => {
-            conn.graceful_shutdown();
-            tokio::select! {
-                result = &mut conn => result,
-                _ = abort.cancelled() => Ok(()),
+        signal = &mut shutdown => match signal {
+            Shutdown::Stop => {
+                conn.graceful_shutdown();
+                tokio::select! {
+                    result = &mut conn => result,
+                    _ = abort.cancelled() => Ok(()),
+                }
             }
-        }
-        _ = abort.cancelled() => Ok(()),
+            Shutdown::Abort => Ok(()),
+        },
     };
     if let Err(e) = result {
         if e.is_timeout() {
@@ -278,6 +288,14 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }
+}
+
+/// Which shutdown signal reached a connection.
+enum Shutdown {
+    /// Finish the request in flight, then close.
+    Stop,
+    /// Close now.
+    Abort,
 }
 
 /// What the per-connection service returns for each request.
