@@ -210,6 +210,24 @@ impl Pool {
         }
     }
 
+    /// Puts back connections taken from the stack while still busy, as the oldest (they
+    /// are idle again soon; the next checkout prefers those parked since).
+    fn requeue(self: &Arc<Self>, busy: Vec<Sender>) {
+        if busy.is_empty() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            for sender in busy {
+                if idle.len() < self.max_stacked && !sender.is_closed() {
+                    idle.push_front(Idle {
+                        sender,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Closes the parked connections that have been idle for the idle timeout.
     fn evict_expired(&self) {
         if let Ok(mut idle) = self.idle.lock() {
@@ -261,18 +279,44 @@ impl Lane {
         // (the connection closed under it) moves on to the next one, and finally to a
         // new connection.
         let mut next = self.unpin();
-        while let Some(mut sender) = next.take().or_else(|| self.pool.checkout()) {
-            if sender.ready().await.is_err() {
+        let mut busy = Vec::new();
+        while let Some((mut sender, own)) = next
+            .take()
+            .map(|s| (s, true))
+            .or_else(|| self.pool.checkout().map(|s| (s, false)))
+        {
+            // This lane's connection finishes its last exchange soon: wait for it. One
+            // from the stack may still be sending another client's upload (its answer
+            // came early): never wait behind that, take the next one.
+            let ready = if own {
+                sender.ready().await
+            } else {
+                match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
+                    Poll::Ready(ready) => ready,
+                    Poll::Pending => {
+                        busy.push(sender);
+                        continue;
+                    }
+                }
+            };
+            if ready.is_err() {
                 continue; // closed while parked: nothing was sent
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.returning(resp, sender)),
+                Ok(resp) => {
+                    self.pool.requeue(busy);
+                    return Ok(self.returning(resp, sender));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(e.into_error().into()),
+                    None => {
+                        self.pool.requeue(busy);
+                        return Err(e.into_error().into());
+                    }
                 },
             }
         }
+        self.pool.requeue(busy);
         let mut sender = self.pool.dial().await?;
         let resp = sender.send_request(req).await?;
         Ok(self.returning(resp, sender))

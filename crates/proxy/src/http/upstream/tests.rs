@@ -245,6 +245,17 @@ fn pool(upstream: &Upstream, max_idle: usize, idle_timeout: Duration) -> Arc<Poo
     )
 }
 
+/// A pool for an upstream a test runs itself.
+fn pool_at(endpoint: Endpoint, max_idle: usize) -> Arc<Pool> {
+    Pool::new(
+        endpoint,
+        ConnectOptions::new(),
+        None,
+        max_idle,
+        Duration::from_secs(600),
+    )
+}
+
 /// A pool that neither caps nor expires anything a test does not ask it to.
 fn roomy(upstream: &Upstream) -> Arc<Pool> {
     pool(upstream, 16, Duration::from_secs(600))
@@ -593,4 +604,85 @@ async fn a_dial_error_carries_the_transport_message() {
     assert!(detail.contains("nothing is listening on"), "{detail}");
     assert!(detail.contains(&endpoint.to_string()), "{detail}");
     assert_eq!(kept(&pool), 0);
+}
+
+/// Catches: a request waiting for a stacked connection that is still sending another
+/// client's upload (the upstream answered before reading it), i.e. one client's slow
+/// upload stalling an unrelated client until the upstream timeout.
+#[tokio::test]
+async fn a_stacked_connection_still_uploading_is_not_waited_for() {
+    // An upstream that answers each request as soon as its head arrives, then reads
+    // whatever body it declared.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = Endpoint::loopback(listener.local_addr().unwrap().port());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear(); // the rest of the body is read as the next "head"
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    // A client body that stops half-way until released: 5 of its 10 bytes.
+    let source = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let source_port = source.local_addr().unwrap().port();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, _) = source.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = stream.read(&mut head).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n01234")
+            .await;
+        let _ = released.await;
+        let _ = stream.write_all(b"56789").await;
+    });
+    let stream = TcpStream::connect(("127.0.0.1", source_port))
+        .await
+        .unwrap();
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let get_source = Request::get("/").body(http_body_util::Empty::<Bytes>::new());
+    let upload = within(sender.send_request(get_source.unwrap()), "the body source")
+        .await
+        .unwrap()
+        .into_body();
+    let exchange = Exchange::new(tracing::Span::none(), Arc::new(Metrics::default()));
+    let upload = Request::post("/upload")
+        .header(HOST, "upstream")
+        .header(CONTENT_LENGTH, 10)
+        .body(Counted::new(upload, exchange, Flow::ClientToUpstream))
+        .unwrap();
+
+    let pool = pool_at(endpoint, 4);
+    let uploader = pool.lane();
+    let resp = within(uploader.request(upload), "the early answer")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(resp); // an empty body, ended: the connection is given back mid-upload
+    drop(uploader); // its client connection closes: the connection goes to the stack
+    assert_eq!(pool.idle_count(), 1);
+
+    // Another client is served at once, on a new connection.
+    let (status, _) = get(&pool.lane(), "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    let _ = release.send(());
 }
