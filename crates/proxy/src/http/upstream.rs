@@ -9,13 +9,15 @@
 //!
 //! - a connection goes back the moment the response body it carried ends (or, for a
 //!   body-less answer, when the body is dropped at its end); the next request waits for
-//!   hyper to have finished with it (`ready`), so nothing is spawned per request;
+//!   hyper to have finished with it (`ready`), so nothing is spawned per request. One
+//!   taken from the shared stack that is still busy (sending an upload the upstream
+//!   answered early) is put back, not waited for;
 //! - it goes back to the client connection that used it (its [`Lane`]) first: that
 //!   client's next request reuses it, and since the connection's task was spawned from
-//!   that client's task, both stay on one runtime worker (a request handed to a
-//!   connection driven by the other worker costs a cross-thread wake-up, which showed as
-//!   ~25 % more CPU per small request). The rest, and a lane's connection once its
-//!   client connection closes, go to the shared stack;
+//!   that client's task, both usually stay on one runtime worker (a request handed to a
+//!   connection driven by the other worker costs a cross-thread wake-up; with the legacy
+//!   client ~22 % of pipegate's samples were the kernel's context switch). The rest, and
+//!   a lane's connection once its client connection closes, go to the shared stack;
 //! - a request that reaches a pooled connection the upstream has closed meanwhile is not
 //!   lost: if hyper did not write it, it is sent again on another connection (what
 //!   hyper-util calls retrying a canceled request);
