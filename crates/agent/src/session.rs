@@ -238,25 +238,39 @@ impl Session {
         self.control.signal(signal)
     }
 
-    /// Ends a running session: SIGHUP (and SIGCONT, so stopped jobs see it) to every
-    /// process group of the session, up to `grace` for the program to exit, then SIGKILL
-    /// to the same groups. Returns once the program is gone (or after a bounded wait).
+    /// Ends a session: SIGHUP (and SIGCONT, so stopped jobs see it) to every process
+    /// group of the session, up to `grace` for the program to exit, then SIGKILL to the
+    /// same groups. Returns once the program is gone (or after a bounded wait).
+    ///
+    /// A session whose program has already exited gets the same for what it left
+    /// running: jobs in process groups of their own (a job-control shell's `cmd &`) or
+    /// in the program's group (a plain `cmd &`) outlive it; the grace then ends when
+    /// those groups are empty.
     pub(crate) async fn terminate(&self, grace: Duration) {
-        if self.exit.borrow().is_some() {
+        let running = self.exit.borrow().is_none();
+        let groups = self.control.groups();
+        if !running && !self.control.any_alive(&groups) {
             return;
         }
-        let groups = self.control.groups();
         self.control.signal_groups(&groups, Signal::Hup);
         self.control.signal_groups(&groups, Signal::Cont);
         let mut exit = self.exit.clone();
-        let exited = tokio::time::timeout(grace, exit.wait_for(Option::is_some))
-            .await
-            .is_ok();
+        let ended = if running {
+            tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+                .await
+                .is_ok()
+        } else {
+            let deadline = Instant::now() + grace;
+            while self.control.any_alive(&groups) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            true
+        };
         // The stragglers too (nohup'd jobs), in the groups found before the hangup.
         let more = self.control.groups();
         self.control.signal_groups(&groups, Signal::Kill);
         self.control.signal_groups(&more, Signal::Kill);
-        if !exited {
+        if !ended {
             let _ =
                 tokio::time::timeout(Duration::from_secs(5), exit.wait_for(Option::is_some)).await;
         }

@@ -5,6 +5,8 @@
 //! * A client that is quiet but answers pings stays attached.
 //! * `Agent::shutdown` ends every process group of every session, background jobs in
 //!   groups of their own included, and refuses new sessions.
+//! * Jobs a session's program left running when it exited are ended too (DELETE and
+//!   shutdown).
 // Real PTYs, Unix sockets and /proc.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -228,4 +230,57 @@ async fn shutdown_ends_every_process_group_of_every_session() {
         "{}",
         String::from_utf8_lossy(&answer)
     );
+}
+
+/// A session whose program has exited still has its jobs ended: by `DELETE` a job a
+/// job-control shell put in a group of its own (on a terminal), by shutdown a plain
+/// `cmd &` left in the program's group (on pipes: on a terminal the hangup at the
+/// shell's exit would end it). Both outlive their shell, which exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_left_by_an_exited_program_are_ended_too() {
+    let agent = Agent::with_limits(Limits::default().kill_grace(Duration::from_millis(300)));
+    let own_group = format!("1003.{}", std::process::id());
+    let same_group = format!("1004.{}", std::process::id());
+    let mut ids = Vec::new();
+    for (script, tty) in [
+        (format!("set -m; sleep {own_group} & exit 0"), true),
+        (
+            format!("sleep {same_group} >/dev/null 2>&1 & exit 0"),
+            false,
+        ),
+    ] {
+        let body = json!({"argv": ["sh", "-c", script], "tty": tty}).to_string();
+        let (status, created) = call(&agent, "POST", "/v1/sessions", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created:?}");
+        let session: serde_json::Value = serde_json::from_slice(&created).unwrap();
+        ids.push(session["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        eventually(STEP, "the shell to exit", || async {
+            let (_, info) = call(&agent, "GET", &format!("/v1/sessions/{id}"), "").await;
+            let info: serde_json::Value = serde_json::from_slice(&info).ok()?;
+            (info["state"] == "exited").then_some(())
+        })
+        .await;
+    }
+    let own = find_process(&["sleep", &own_group]).expect("the job outlived its shell");
+    let same = find_process(&["sleep", &same_group]).expect("the job outlived its shell");
+    assert_eq!(process_group(own), Some(own));
+    assert_ne!(process_group(same), Some(same));
+
+    let (status, _) = call(&agent, "DELETE", &format!("/v1/sessions/{}", ids[0]), "").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    eventually(STEP, "DELETE to end the job", || async {
+        find_process(&["sleep", &own_group]).is_none().then_some(())
+    })
+    .await;
+    assert!(find_process(&["sleep", &same_group]).is_some());
+
+    within(STEP, "the shutdown", agent.shutdown()).await;
+    eventually(STEP, "shutdown to end the job", || async {
+        find_process(&["sleep", &same_group])
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }

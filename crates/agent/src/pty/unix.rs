@@ -295,6 +295,18 @@ impl Control {
         Groups(groups)
     }
 
+    /// Whether any of `groups` (the agent's own never counts) still has a process.
+    pub(crate) fn any_alive(&self, groups: &Groups) -> bool {
+        let own = rustix::process::getpgrp().as_raw_pid();
+        groups
+            .0
+            .iter()
+            .filter(|&&g| g > 1 && g != own)
+            .filter_map(|&g| Pid::from_raw(g))
+            // Signal 0 checks without delivering: ESRCH once the group is empty.
+            .any(|pid| rustix::process::test_kill_process_group(pid).is_ok())
+    }
+
     /// Sends `signal` to each of `groups` (best effort: groups may be gone already).
     pub(crate) fn signal_groups(&self, groups: &Groups, signal: Signal) {
         let os = os_signal(signal);

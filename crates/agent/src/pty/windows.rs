@@ -139,6 +139,12 @@ impl Control {
         Groups
     }
 
+    /// Whether any of `groups` still has a process (never, on Windows: the program is
+    /// the session).
+    pub(crate) fn any_alive(&self, _groups: &Groups) -> bool {
+        false
+    }
+
     /// Terminates the program for SIGHUP, SIGTERM and SIGKILL.
     pub(crate) fn signal_groups(&self, _groups: &Groups, signal: Signal) {
         if matches!(signal, Signal::Hup | Signal::Term | Signal::Kill) {
