@@ -25,6 +25,9 @@ pub(crate) struct Metrics {
     upstream_errors: AtomicU64,
     tunnels_open: AtomicI64,
     tunnels_total: AtomicU64,
+    upstream_connections_open: AtomicI64,
+    upstream_connections_total: AtomicU64,
+    upstream_retries: AtomicU64,
 }
 
 fn index(mode: Mode) -> usize {
@@ -62,6 +65,23 @@ impl Metrics {
             metrics: Arc::clone(self),
             gauge: Gauge::Tunnel,
         }
+    }
+
+    /// Counts an upstream connection open until the returned guard is dropped.
+    pub(crate) fn open_upstream_connection(self: &Arc<Self>) -> Open {
+        self.upstream_connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        self.upstream_connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        Open {
+            metrics: Arc::clone(self),
+            gauge: Gauge::Upstream,
+        }
+    }
+
+    /// A request sent again because the upstream had closed its pooled connection.
+    pub(crate) fn upstream_retry(&self) {
+        self.upstream_retries.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_refused(&self) {
@@ -152,6 +172,24 @@ impl Metrics {
         );
         out.push_str("# HELP pipegate_tunnels_total Upgraded (WebSocket) tunnels opened.\n# TYPE pipegate_tunnels_total counter\n");
         let _ = writeln!(out, "pipegate_tunnels_total {}", load(&self.tunnels_total));
+        out.push_str("# HELP pipegate_upstream_connections_open Upstream connections open now (in use or kept for reuse).\n# TYPE pipegate_upstream_connections_open gauge\n");
+        let _ = writeln!(
+            out,
+            "pipegate_upstream_connections_open {}",
+            self.upstream_connections_open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP pipegate_upstream_connections_total Upstream connections opened (compare with requests: the rest reused one).\n# TYPE pipegate_upstream_connections_total counter\n");
+        let _ = writeln!(
+            out,
+            "pipegate_upstream_connections_total {}",
+            load(&self.upstream_connections_total)
+        );
+        out.push_str("# HELP pipegate_upstream_retries_total Requests sent again because the upstream had closed the kept connection they were sent on.\n# TYPE pipegate_upstream_retries_total counter\n");
+        let _ = writeln!(
+            out,
+            "pipegate_upstream_retries_total {}",
+            load(&self.upstream_retries)
+        );
         if let Some(tasks) = tokio::runtime::Handle::try_current()
             .ok()
             .map(|runtime| runtime.metrics().num_alive_tasks())
@@ -172,6 +210,7 @@ impl Metrics {
 enum Gauge {
     Connection(Mode),
     Tunnel,
+    Upstream,
 }
 
 /// One open connection or tunnel in its gauge; dropping the guard closes it.
@@ -186,6 +225,11 @@ impl Drop for Open {
         match self.gauge {
             Gauge::Connection(mode) => self.metrics.connection_closed(mode),
             Gauge::Tunnel => self.metrics.tunnel_closed(),
+            Gauge::Upstream => {
+                self.metrics
+                    .upstream_connections_open
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }

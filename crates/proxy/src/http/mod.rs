@@ -103,6 +103,7 @@ impl Shared {
                     // An idle pipe connection pins an upstream pipe instance; keep a few.
                     64,
                     Duration::from_secs(90),
+                    Arc::clone(&metrics),
                 ),
             },
             Target::Local(service) => Route::Local(Arc::clone(service)),

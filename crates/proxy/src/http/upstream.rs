@@ -47,6 +47,7 @@ use hyper_util::rt::TokioIo;
 use pipegate_transport::{connect, ConnectOptions, Dialer, Endpoint};
 
 use super::body::Counted;
+use super::metrics::Metrics;
 
 /// The request body every upstream request carries.
 type ReqBody = Counted<Incoming>;
@@ -111,6 +112,7 @@ pub(crate) struct Pool {
     idle_timeout: Duration,
     /// Whether the task that closes expired idle connections runs.
     sweeping: AtomicBool,
+    metrics: Arc<Metrics>,
     /// Lanes that hold a connection between their client's requests (counted while the
     /// connection is out on a request too, so a request costs no shared write).
     pinned: AtomicUsize,
@@ -128,13 +130,15 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A pool for `endpoint`, dialled with `options` (through `dialer` when given).
+    /// A pool for `endpoint`, dialled with `options` (through `dialer` when given),
+    /// counting its connections in `metrics`.
     pub(crate) fn new(
         endpoint: Endpoint,
         options: ConnectOptions,
         dialer: Option<Arc<dyn Dialer>>,
         max_idle: usize,
         idle_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             endpoint,
@@ -146,6 +150,7 @@ impl Pool {
             idle_timeout,
             sweeping: AtomicBool::new(false),
             pinned: AtomicUsize::new(0),
+            metrics,
         })
     }
 
@@ -169,7 +174,9 @@ impl Pool {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
+        let open = self.metrics.open_upstream_connection();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
@@ -310,7 +317,10 @@ impl Lane {
                     return Ok(self.returning(resp, sender));
                 }
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
+                    Some(unsent) => {
+                        self.pool.metrics.upstream_retry();
+                        req = unsent;
+                    }
                     None => {
                         self.pool.requeue(busy);
                         return Err(e.into_error().into());

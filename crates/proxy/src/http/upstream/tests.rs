@@ -242,6 +242,7 @@ fn pool(upstream: &Upstream, max_idle: usize, idle_timeout: Duration) -> Arc<Poo
         None,
         max_idle,
         idle_timeout,
+        Arc::new(Metrics::default()),
     )
 }
 
@@ -253,6 +254,7 @@ fn pool_at(endpoint: Endpoint, max_idle: usize) -> Arc<Pool> {
         None,
         max_idle,
         Duration::from_secs(600),
+        Arc::new(Metrics::default()),
     )
 }
 
@@ -429,6 +431,18 @@ async fn a_connection_closed_by_the_upstream_while_idle_is_replaced() {
     eventually("hyper notices the close", || kept_open(&pool, &lane) == 0).await;
     assert_eq!(kept(&pool), 1, "the dead connection is still kept");
     assert_eq!(get(&lane, "/").await, answer(2));
+    // The metrics count both connections opened, and only the live one as open.
+    let text = pool.metrics.render();
+    assert!(
+        text.contains("pipegate_upstream_connections_total 2\n"),
+        "{text}"
+    );
+    eventually("the dead connection's task to end", || {
+        pool.metrics
+            .render()
+            .contains("pipegate_upstream_connections_open 1\n")
+    })
+    .await;
 }
 
 /// Catches: giving up (or erroring) after the first dead kept connection instead of
@@ -596,7 +610,15 @@ async fn a_dial_error_carries_the_transport_message() {
     // Nothing listens there now; a refused loopback connect takes about 2 s on Windows.
     drop(listener);
     let options = ConnectOptions::new().timeout(Duration::from_secs(30));
-    let pool = Pool::new(endpoint.clone(), options, None, 4, Duration::from_secs(600));
+    let metrics = Arc::new(Metrics::default());
+    let pool = Pool::new(
+        endpoint.clone(),
+        options,
+        None,
+        4,
+        Duration::from_secs(600),
+        metrics,
+    );
     let req = request(Method::GET, "/", "").await;
     let err = within(pool.lane().request(req), "dial").await.unwrap_err();
     assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
