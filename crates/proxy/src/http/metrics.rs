@@ -117,92 +117,139 @@ impl Metrics {
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        out.push_str("# HELP pipegate_connections_open Client connections open now.\n# TYPE pipegate_connections_open gauge\n");
-        for mode in MODES {
-            let _ = writeln!(
-                out,
-                "pipegate_connections_open{{transport=\"{mode}\"}} {}",
-                self.connections_open[index(mode)].load(Ordering::Relaxed)
-            );
-        }
-        out.push_str("# HELP pipegate_connections_total Client connections accepted.\n# TYPE pipegate_connections_total counter\n");
-        for mode in MODES {
-            let _ = writeln!(
-                out,
-                "pipegate_connections_total{{transport=\"{mode}\"}} {}",
-                load(&self.connections_total[index(mode)])
-            );
-        }
-        out.push_str("# HELP pipegate_connections_refused_total Connections refused at the connection limit.\n# TYPE pipegate_connections_refused_total counter\n");
-        let _ = writeln!(
-            out,
-            "pipegate_connections_refused_total {}",
-            load(&self.connections_refused)
+        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed);
+        header(
+            &mut out,
+            "pipegate_connections_open",
+            "gauge",
+            "Client connections open now.",
         );
-        out.push_str("# HELP pipegate_requests_total Requests answered, by status class.\n# TYPE pipegate_requests_total counter\n");
+        for mode in MODES {
+            let value = gauge(&self.connections_open[index(mode)]);
+            let _ = writeln!(
+                out,
+                "pipegate_connections_open{{transport=\"{mode}\"}} {value}"
+            );
+        }
+        header(
+            &mut out,
+            "pipegate_connections_total",
+            "counter",
+            "Client connections accepted.",
+        );
+        for mode in MODES {
+            let value = load(&self.connections_total[index(mode)]);
+            let _ = writeln!(
+                out,
+                "pipegate_connections_total{{transport=\"{mode}\"}} {value}"
+            );
+        }
+        single(
+            &mut out,
+            "pipegate_connections_refused_total",
+            "counter",
+            "Connections refused at the connection limit.",
+            load(&self.connections_refused),
+        );
+        header(
+            &mut out,
+            "pipegate_requests_total",
+            "counter",
+            "Requests answered, by status class.",
+        );
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            let value = load(&self.requests[i]);
+            let _ = writeln!(out, "pipegate_requests_total{{class=\"{class}\"}} {value}");
+        }
+        header(
+            &mut out,
+            "pipegate_bytes_total",
+            "counter",
+            "Body and tunnel bytes forwarded.",
+        );
+        for (direction, value) in [
+            ("client_to_upstream", &self.bytes_client_to_upstream),
+            ("upstream_to_client", &self.bytes_upstream_to_client),
+        ] {
+            let value = load(value);
             let _ = writeln!(
                 out,
-                "pipegate_requests_total{{class=\"{class}\"}} {}",
-                load(&self.requests[i])
+                "pipegate_bytes_total{{direction=\"{direction}\"}} {value}"
             );
         }
-        out.push_str("# HELP pipegate_bytes_total Body and tunnel bytes forwarded.\n# TYPE pipegate_bytes_total counter\n");
-        let _ = writeln!(
-            out,
-            "pipegate_bytes_total{{direction=\"client_to_upstream\"}} {}",
-            load(&self.bytes_client_to_upstream)
+        single(
+            &mut out,
+            "pipegate_upstream_errors_total",
+            "counter",
+            "Requests that failed to reach the upstream (502/504).",
+            load(&self.upstream_errors),
         );
-        let _ = writeln!(
-            out,
-            "pipegate_bytes_total{{direction=\"upstream_to_client\"}} {}",
-            load(&self.bytes_upstream_to_client)
+        single(
+            &mut out,
+            "pipegate_tunnels_open",
+            "gauge",
+            "Upgraded (WebSocket) tunnels open now.",
+            gauge(&self.tunnels_open),
         );
-        out.push_str("# HELP pipegate_upstream_errors_total Requests that failed to reach the upstream (502/504).\n# TYPE pipegate_upstream_errors_total counter\n");
-        let _ = writeln!(
-            out,
-            "pipegate_upstream_errors_total {}",
-            load(&self.upstream_errors)
+        single(
+            &mut out,
+            "pipegate_tunnels_total",
+            "counter",
+            "Upgraded (WebSocket) tunnels opened.",
+            load(&self.tunnels_total),
         );
-        out.push_str("# HELP pipegate_tunnels_open Upgraded (WebSocket) tunnels open now.\n# TYPE pipegate_tunnels_open gauge\n");
-        let _ = writeln!(
-            out,
-            "pipegate_tunnels_open {}",
-            self.tunnels_open.load(Ordering::Relaxed)
+        single(
+            &mut out,
+            "pipegate_upstream_connections_open",
+            "gauge",
+            "Upstream connections open now (in use or kept for reuse).",
+            gauge(&self.upstream_connections_open),
         );
-        out.push_str("# HELP pipegate_tunnels_total Upgraded (WebSocket) tunnels opened.\n# TYPE pipegate_tunnels_total counter\n");
-        let _ = writeln!(out, "pipegate_tunnels_total {}", load(&self.tunnels_total));
-        out.push_str("# HELP pipegate_upstream_connections_open Upstream connections open now (in use or kept for reuse).\n# TYPE pipegate_upstream_connections_open gauge\n");
-        let _ = writeln!(
-            out,
-            "pipegate_upstream_connections_open {}",
-            self.upstream_connections_open.load(Ordering::Relaxed)
+        single(
+            &mut out,
+            "pipegate_upstream_connections_total",
+            "counter",
+            "Upstream connections opened (compare with requests: the rest reused one).",
+            load(&self.upstream_connections_total),
         );
-        out.push_str("# HELP pipegate_upstream_connections_total Upstream connections opened (compare with requests: the rest reused one).\n# TYPE pipegate_upstream_connections_total counter\n");
-        let _ = writeln!(
-            out,
-            "pipegate_upstream_connections_total {}",
-            load(&self.upstream_connections_total)
+        single(
+            &mut out,
+            "pipegate_upstream_retries_total",
+            "counter",
+            "Requests sent again because the upstream had closed the kept connection they were sent on.",
+            load(&self.upstream_retries),
         );
-        out.push_str("# HELP pipegate_upstream_retries_total Requests sent again because the upstream had closed the kept connection they were sent on.\n# TYPE pipegate_upstream_retries_total counter\n");
-        let _ = writeln!(
-            out,
-            "pipegate_upstream_retries_total {}",
-            load(&self.upstream_retries)
-        );
-        if let Some(tasks) = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|runtime| runtime.metrics().num_alive_tasks())
-        {
-            out.push_str("# HELP pipegate_tasks_alive Async tasks alive in the process (connections, tunnels, pooled upstream connections, sessions).\n# TYPE pipegate_tasks_alive gauge\n");
-            let _ = writeln!(out, "pipegate_tasks_alive {tasks}");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            single(
+                &mut out,
+                "pipegate_tasks_alive",
+                "gauge",
+                "Async tasks alive in the process (connections, tunnels, pooled upstream connections, sessions).",
+                runtime.metrics().num_alive_tasks(),
+            );
         }
         if let Some(open) = crate::sys::open_descriptors() {
-            out.push_str("# HELP process_open_fds Open file descriptors (handles on Windows).\n# TYPE process_open_fds gauge\n");
-            let _ = writeln!(out, "process_open_fds {open}");
+            single(
+                &mut out,
+                "process_open_fds",
+                "gauge",
+                "Open file descriptors (handles on Windows).",
+                open,
+            );
         }
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of one metric.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric with one unlabelled value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// What an [`Open`] guard counts.
