@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -552,8 +553,25 @@ async fn pump(
             // EOF, or EIO from a terminal nobody holds any more.
             Ok(0) | Err(_) => break,
             Ok(_) => {
+                // A terminal hands over at most ~4 KiB per read; what is already there
+                // goes into the same message (up to CHUNK), without waiting for more:
+                // a fast writer then costs a message per 32 KiB, not per 4 KiB.
+                let mut ended = false;
+                while frame.len() < CHUNK + 1 {
+                    match reader.read_buf(&mut frame).now_or_never() {
+                        Some(Ok(n)) if n > 0 => {}
+                        Some(Ok(_) | Err(_)) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
                 let started = Instant::now();
                 if queue.send(Event::Output(frame.freeze())).await.is_err() {
+                    break;
+                }
+                if ended {
                     break;
                 }
                 if exited_at.is_some() {
