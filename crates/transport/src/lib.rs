@@ -65,3 +65,20 @@ pub use endpoint::{Endpoint, Mode, ParseError, Rule, ACCEPTED_FORMS, MAX_PIPE_NA
 pub use error::{Error, ErrorKind, Result};
 pub use listener::{ListenOptions, Listener};
 pub use stream::{PeerInfo, Stream, Tunnel};
+
+/// The identity a listener's peer check compares peers with, by default: the effective
+/// uid in decimal on Unix, the user's SID (`S-1-5-21-…`, from the process token's
+/// `TokenUser`, not its owner) on Windows.
+///
+/// ```
+/// let me = pipegate_transport::current_user_id()?;
+/// assert!(!me.is_empty());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// The OS error if the process token cannot be read (Windows).
+pub fn current_user_id() -> std::io::Result<String> {
+    sys::current_user_id()
+}

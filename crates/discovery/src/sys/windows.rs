@@ -24,14 +24,12 @@ use windows_sys::Win32::Security::Authorization::{
     SetNamedSecurityInfoW, SDDL_REVISION_1, SE_FILE_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetSecurityDescriptorDacl, GetTokenInformation, TokenUser, ACL, DACL_SECURITY_INFORMATION,
-    OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    TOKEN_QUERY, TOKEN_USER,
+    GetSecurityDescriptorDacl, ACL, DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
+    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
 };
 use windows_sys::Win32::Storage::FileSystem::FILE_FLAG_OPEN_REPARSE_POINT;
 use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, GetExitCodeProcess, OpenProcess, OpenProcessToken,
-    PROCESS_QUERY_LIMITED_INFORMATION,
+    GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
 };
 
 use super::Liveness;
@@ -280,38 +278,9 @@ unsafe fn sid_to_string(sid: PSID) -> io::Result<String> {
     Ok(unsafe { from_wide(wide) })
 }
 
-/// The current user's SID (`S-1-5-21-…`) from the process token's `TokenUser`.
+/// The current user's SID (`S-1-5-21-…`): the identity the transport checks peers with.
 fn current_user_sid() -> io::Result<String> {
-    let mut token: HANDLE = ptr::null_mut();
-    // SAFETY: the current-process pseudo-handle needs no closing; `token` is an out
-    // parameter we close through OwnedHandle.
-    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let token = OwnedHandle(token);
-    let mut len = 0u32;
-    // SAFETY: a size query with a null buffer; it sets `len`.
-    unsafe { GetTokenInformation(token.0, TokenUser, ptr::null_mut(), 0, &mut len) };
-    if len == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // u64 elements keep the buffer aligned for TOKEN_USER.
-    let mut buf = vec![0u64; (len as usize).div_ceil(8)];
-    // SAFETY: `buf` holds at least `len` bytes.
-    let ok = unsafe {
-        GetTokenInformation(
-            token.0,
-            TokenUser,
-            buf.as_mut_ptr().cast::<c_void>(),
-            len,
-            &mut len,
-        )
-    };
-    if ok == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the buffer now holds a TOKEN_USER whose SID points into `buf`, alive here.
-    unsafe { sid_to_string((*buf.as_ptr().cast::<TOKEN_USER>()).User.Sid) }
+    pipegate_transport::current_user_id()
 }
 
 struct Security {

@@ -2,7 +2,7 @@
 //! uses `cfg(unix)` or `cfg(windows)`.
 //!
 //! Each `imp` provides the same items: `LocalStream`, `LocalListener` (`bind`, `accept`),
-//! `connect_local`, `LOCAL_HALF_CLOSE` and `owner_note`.
+//! `connect_local`, `LOCAL_HALF_CLOSE`, `owner_note` and `current_user_id`.
 
 #[cfg(unix)]
 #[path = "unix.rs"]

@@ -323,3 +323,8 @@ pub(crate) fn owner_note(endpoint: &Endpoint) -> String {
         },
     }
 }
+
+/// The identity peers are checked against: the effective uid, in decimal.
+pub(crate) fn current_user_id() -> io::Result<String> {
+    Ok(rustix::process::geteuid().as_raw().to_string())
+}

@@ -153,6 +153,11 @@ pub(crate) fn current_user_sid() -> io::Result<String> {
     token_user_sid(&Handle(token))
 }
 
+/// The identity peers are checked against: the current user's SID.
+pub(crate) fn current_user_id() -> io::Result<String> {
+    current_user_sid()
+}
+
 /// The user SID of another process, via its token (needs `PROCESS_QUERY_LIMITED_INFORMATION`
 /// on the process, which a user has on its own processes).
 fn process_user_sid(pid: u32) -> io::Result<String> {
