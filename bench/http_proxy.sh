@@ -69,13 +69,7 @@ for tool in wrk nginx haproxy socat "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is not installed (apt-get install wrk nginx haproxy socat)"
 done
 
-if [[ -z ${PIPEGATE_BIN:-} ]]; then
-    # Always (re)build: a binary left over from an older tree would be measured silently.
-    PIPEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pipegate"
-    echo "building $PIPEGATE_BIN (cargo build --release -p pipegate)" >&2
-    (cd "$ROOT" && cargo build --release -p pipegate) >&2 || die "cargo build failed"
-fi
-[[ -x $PIPEGATE_BIN ]] || die "no pipegate binary at $PIPEGATE_BIN"
+build_pipegate http_proxy.sh
 if (( FLOOR )) && [[ -z ${FLOOR_BIN:-} ]]; then
     FLOOR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/hyper_floor"
     echo "building $FLOOR_BIN (cargo build --release -p pipegate-proxy --example hyper_floor)" >&2
@@ -105,12 +99,7 @@ cleanup() {
     if [[ -n $SOCAT_PID ]]; then
         for pid in $(pgrep -P "$SOCAT_PID" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
     fi
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 3
     rm -rf "$WORK"
 }
 trap cleanup EXIT

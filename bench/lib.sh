@@ -29,3 +29,27 @@ wait_for_line() {  # file, pattern, what
     cat "$1" >&2 || true
     die "timed out waiting for $3"
 }
+
+# Sets PIPEGATE_BIN: as given, or built from this tree (a no-op when up to date; always
+# run, so a binary left over from an older tree is never measured silently). $1 names
+# the script in the message. The caller sets ROOT.
+build_pipegate() {  # name
+    if [[ -z ${PIPEGATE_BIN:-} ]]; then
+        PIPEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pipegate"
+        echo "$1: cargo build --release -p pipegate" >&2
+        (cd "$ROOT" && cargo build --release --quiet -p pipegate) >&2 || die "cargo build failed"
+    fi
+    [[ -x $PIPEGATE_BIN ]] || die "no pipegate binary at $PIPEGATE_BIN"
+}
+
+# Stops every process in PIDS: TERM to all, then up to $1 seconds (default 3) for each to
+# exit before KILL; reaps them.
+stop_pids() {  # [grace seconds]
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq $(( ${1:-3} * 10 ))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+}

@@ -58,25 +58,13 @@ for p in "${PATHS_ARR[@]}"; do
     case $p in local|ws-unix|ws-bridge|shell-unix|shell-bridge) ;; *) die "unknown path $p in PATHS" ;; esac
 done
 
-if [[ -z ${PIPEGATE_BIN:-} ]]; then
-    # Always (re)build: a binary left over from an older tree would be measured silently.
-    PIPEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pipegate"
-    echo "pty.sh: cargo build --release -p pipegate" >&2
-    (cd "$ROOT" && cargo build --release --quiet -p pipegate) >&2 || die "cargo build failed"
-fi
-[[ -x $PIPEGATE_BIN ]] || die "no pipegate binary at $PIPEGATE_BIN"
+build_pipegate pty.sh
 
 # ------------------------------------------------------------------ processes & cleanup
 WORK=$(mktemp -d /tmp/pgpty.XXXXXX)
 PIDS=()
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 5
     rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -42,13 +42,7 @@ die() { echo "raw_relay.sh: $*" >&2; exit 1; }
 command -v socat >/dev/null || die "socat is not installed"
 command -v "$PYTHON" >/dev/null || die "$PYTHON is not installed"
 
-if [[ -z ${PIPEGATE_BIN:-} ]]; then
-    # Build (a no-op when up to date) so the binary matches the tree the facts describe.
-    PIPEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pipegate"
-    echo "raw_relay.sh: cargo build --release -p pipegate" >&2
-    (cd "$ROOT" && cargo build --release --quiet -p pipegate) >&2 || die "cargo build failed"
-fi
-[[ -x $PIPEGATE_BIN ]] || die "no pipegate binary at $PIPEGATE_BIN"
+build_pipegate raw_relay.sh
 
 # ------------------------------------------------------------------ processes & cleanup
 WORK=$(mktemp -d /tmp/pgbench.XXXXXX)
@@ -59,12 +53,7 @@ cleanup() {
     if [[ -n ${SOCAT_PID:-} ]]; then
         for pid in $(pgrep -P "$SOCAT_PID" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
     fi
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 1
     rm -rf "$WORK"
 }
 SOCAT_PID=

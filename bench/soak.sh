@@ -36,13 +36,7 @@ for tool in wrk nginx curl; do
 done
 (( REQUESTS >= THREADS && THREADS >= 1 && CONNS >= THREADS )) || die "need REQUESTS >= THREADS >= 1 and CONNS >= THREADS"
 
-if [[ -z ${PIPEGATE_BIN:-} ]]; then
-    # Always (re)build: a binary left over from an older tree would be measured silently.
-    PIPEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pipegate"
-    echo "soak.sh: cargo build --release -p pipegate" >&2
-    (cd "$ROOT" && cargo build --release --quiet -p pipegate) >&2 || die "cargo build failed"
-fi
-[[ -x $PIPEGATE_BIN ]] || die "no pipegate binary at $PIPEGATE_BIN"
+build_pipegate soak.sh
 
 # ------------------------------------------------------------------ processes & cleanup
 WORK=$(mktemp -d /tmp/pgsoak.XXXXXX)
@@ -50,14 +44,8 @@ chmod 0755 "$WORK"
 PIDS=()
 WRK_PID=
 cleanup() {
-    local pid
     [[ -n $WRK_PID ]] && kill -KILL "$WRK_PID" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_pids 3
     rm -rf "$WORK"
 }
 trap cleanup EXIT
