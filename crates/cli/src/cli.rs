@@ -40,6 +40,10 @@ pub(crate) struct GlobalArgs {
     /// Log filter (`info`, `debug`, `pipegate_proxy=debug,warn`, …).
     #[arg(long, global = true, default_value = "info", env = "PIPEGATE_LOG")]
     pub(crate) log: String,
+    /// Worker threads of the async runtime [default: one per CPU]. One costs the least CPU
+    /// per request and suits API traffic; bulk transfers through a bridge want more.
+    #[arg(long, global = true, value_name = "N", env = "PIPEGATE_THREADS")]
+    pub(crate) threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -18,10 +18,11 @@ fn main() -> ExitCode {
     if let Err(e) = logging::init(&cli.global) {
         return report::error(&e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.global.threads {
+        builder.worker_threads(threads.get());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             return report::error(&anyhow::Error::new(e).context("cannot start the async runtime"))

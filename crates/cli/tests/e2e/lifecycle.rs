@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::http1::{metric, metrics};
 use crate::support::{
     dial, echo_bytes, payload, run, serve, tcp_upstream, within, Behavior, TestEnv,
 };
@@ -213,4 +214,29 @@ async fn non_loopback_tcp_listener_is_refused_without_allow_remote() {
         !stderr.contains("pipegate: listening on"),
         "it must not listen:\n{stderr}"
     );
+}
+
+/// `--threads N` sizes the async runtime (here after the subcommand: it is global), and
+/// the metrics say so; without it, one worker per CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_option_sizes_the_runtime() {
+    let upstream = tcp_upstream(Behavior::Echo).await;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    for threads in [Some(1), Some(cpus + 1), None] {
+        let env = TestEnv::new();
+        let listen = format!("unix://{}", env.sock("in.sock").display());
+        let n = threads.map(|n: usize| n.to_string());
+        let mut args = vec!["--listen", &listen, "--upstream", &upstream.endpoint];
+        if let Some(n) = &n {
+            args.extend(["--threads", n]);
+        }
+        let (_serve, endpoint) = serve(&args).await;
+        let text = metrics(&endpoint).await;
+        let want = threads.unwrap_or(cpus);
+        assert_eq!(
+            metric(&text, "pipegate_runtime_workers"),
+            want as i64,
+            "--threads {n:?}"
+        );
+    }
 }

@@ -227,6 +227,13 @@ impl Metrics {
                 "Async tasks alive in the process (connections, tunnels, pooled upstream connections, sessions).",
                 runtime.metrics().num_alive_tasks(),
             );
+            single(
+                &mut out,
+                "pipegate_runtime_workers",
+                "gauge",
+                "Worker threads of the async runtime (--threads).",
+                runtime.metrics().num_workers(),
+            );
         }
         if let Some(open) = crate::sys::open_descriptors() {
             single(
