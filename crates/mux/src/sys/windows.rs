@@ -98,7 +98,8 @@ mod tests {
         IsProcessInJob, JobObjectBasicProcessIdList, QueryInformationJobObject,
     };
     use windows_sys::Win32::System::Threading::{
-        GetExitCodeProcess, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+        GetExitCodeProcess, OpenProcess, QueryFullProcessImageNameW,
+        PROCESS_QUERY_LIMITED_INFORMATION,
     };
 
     use super::*;
@@ -137,6 +138,35 @@ mod tests {
         }
     }
 
+    /// Whether process `pid` runs the program `image` (a file name, any case).
+    fn runs(pid: u32, image: &str) -> bool {
+        let mut name = [0u16; 1024];
+        let mut len = name.len() as u32;
+        // SAFETY: plain calls; a buffer of the size given; the handle is closed below.
+        let ok = unsafe {
+            let process = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+            if process.is_null() {
+                return false;
+            }
+            let ok = QueryFullProcessImageNameW(process, 0, name.as_mut_ptr(), &mut len);
+            CloseHandle(process);
+            ok
+        };
+        ok != 0
+            && String::from_utf16_lossy(&name[..len as usize])
+                .to_ascii_lowercase()
+                .ends_with(image)
+    }
+
+    /// Until `ping` itself is in the job: a count of members could be `cmd` and a console
+    /// host, and a `ping` started after the kill would outlive it (and fail the test).
+    async fn until_ping_runs_in(tree: &Tree) {
+        until("ping to start in the job", || {
+            members(tree).iter().any(|&pid| runs(pid, "ping.exe"))
+        })
+        .await;
+    }
+
     /// `cmd` running `ping` for a minute: a helper with a child of its own.
     fn spawn_tree() -> tokio::process::Child {
         let mut cmd = tokio::process::Command::new("cmd.exe");
@@ -172,7 +202,7 @@ mod tests {
         assert_ne!(ok, 0, "{}", io::Error::last_os_error());
         assert_ne!(in_job, 0, "the helper is in the job");
         // cmd starts ping: it joins the job too.
-        until("ping to start in the job", || members(&tree).len() >= 2).await;
+        until_ping_runs_in(&tree).await;
         let pids = members(&tree);
         assert!(pids.contains(&child.id().unwrap()), "{pids:?}");
         drop(tree);
@@ -186,7 +216,7 @@ mod tests {
     async fn kill_empties_the_job() {
         let mut child = spawn_tree();
         let tree = Tree::new(&child).expect("the job");
-        until("ping to start in the job", || members(&tree).len() >= 2).await;
+        until_ping_runs_in(&tree).await;
         let pids = members(&tree);
         tree.kill();
         let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
