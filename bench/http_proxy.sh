@@ -289,16 +289,6 @@ EOF
 done
 
 # ------------------------------------------------------------------ CPU accounting, load
-# Whole-machine busy percentage over half a second (everything: this run and anybody else).
-cpu_busy() {
-    local a b
-    a=$(head -n1 /proc/stat); sleep 0.5; b=$(head -n1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        split(a, x); split(b, y); t = 0; i = 0
-        for (k = 2; k <= 9; k++) t += y[k] - x[k]
-        i = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (1 - i / t) : 0) }'
-}
 # CPU clock ticks used so far by a process, its reaped children, and its live children
 # (nginx's workers, socat's per-connection children).
 cpu_ticks() {
@@ -309,20 +299,9 @@ cpu_ticks() {
     echo "$total"
 }
 TCK=$(getconf CLK_TCK)
-QUIET_START=$SECONDS
-BG_LOAD=()
-settle() {  # step name
-    local busy
-    busy=$(cpu_busy)
-    while (( busy > QUIET_PCT && SECONDS - QUIET_START < QUIET_BUDGET )); do busy=$(cpu_busy); done
-    BG_LOAD+=("$1:${busy}%/la$(cut -d' ' -f1 /proc/loadavg)")
-}
 
 # ------------------------------------------------------------------ facts
-GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    GIT_COMMIT="$GIT_COMMIT (tracked files modified)"
-fi
+git_commit
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== HTTP proxy benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "command:   $CMDLINE"
@@ -335,7 +314,6 @@ echo "loadavg:   $LOAD_BEFORE before starting; busy now $(cpu_busy)% of all CPUs
 echo
 
 # ------------------------------------------------------------------ throughput & latency
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 # One wrk run; prints "req/s p99_ms errors requests".
 wrk_run() {  # port, body, outfile, seconds
     timeout $(( $4 + 30 )) wrk -t"$THREADS" -c"$CONNS" -d"$4"s --latency \
@@ -471,9 +449,6 @@ if (( IDLE_CONNS > 0 )); then
         "$per_conn KiB x $IDLE_OK connections"
 fi
 echo
-echo "load at the start of each round (machine busy %, 1-min loadavg): ${BG_LOAD[*]}"
-noisy=0
-for x in "${BG_LOAD[@]}"; do v=${x#*:}; v=${v%%\%*}; (( v > QUIET_PCT )) && noisy=1; done
-(( noisy )) && echo "WARNING: other load was running at the start of some rounds (over ${QUIET_PCT}% busy); those figures are noisy"
+report_load round
 echo "loadavg: $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after; elapsed ${SECONDS}s"
 exit 0

@@ -53,3 +53,47 @@ stop_pids() {  # [grace seconds]
         wait "$pid" 2>/dev/null || true
     done
 }
+
+# Whole-machine busy percentage over half a second (everything: this run and anybody else).
+cpu_busy() {
+    local a b
+    a=$(head -n1 /proc/stat); sleep 0.5; b=$(head -n1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        split(a, x); split(b, y); t = 0; i = 0
+        for (k = 2; k <= 9; k++) t += y[k] - x[k]
+        i = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (t > 0 ? 100 * (1 - i / t) : 0) }'
+}
+
+# Before a measurement step named $1: waits (within QUIET_BUDGET seconds for the whole run,
+# counted from the first call) until other load drops below QUIET_PCT% busy, and records
+# the load the step started with in BG_LOAD.
+BG_LOAD=()
+settle() {  # step name
+    local busy
+    : "${QUIET_START:=$SECONDS}"
+    busy=$(cpu_busy)
+    while (( busy > QUIET_PCT && SECONDS - QUIET_START < QUIET_BUDGET )); do busy=$(cpu_busy); done
+    BG_LOAD+=("$1:${busy}%/la$(cut -d' ' -f1 /proc/loadavg)")
+}
+
+# The median of the numbers on stdin (whitespace-separated).
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# Sets GIT_COMMIT: the tree's HEAD, marked when tracked files differ from it.
+git_commit() {
+    GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+    if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+        GIT_COMMIT="$GIT_COMMIT (tracked files modified)"
+    fi
+}
+
+# Prints the load each step started with (BG_LOAD, from settle) and a WARNING if any step
+# started over QUIET_PCT% busy. $1 names the steps ("step", "round").
+report_load() {  # what a step is called
+    local x v noisy=0
+    echo "load at the start of each $1 (machine busy %, 1-min loadavg): ${BG_LOAD[*]}"
+    for x in "${BG_LOAD[@]}"; do v=${x#*:}; v=${v%%\%*}; (( v > QUIET_PCT )) && noisy=1; done
+    (( noisy )) && echo "WARNING: other load was running at the start of some ${1}s (over ${QUIET_PCT}% busy); those figures are noisy"
+    return 0
+}

@@ -118,36 +118,16 @@ for p in "${PATHS_ARR[@]}"; do
 done
 
 # ------------------------------------------------------------------ CPU accounting, load
-cpu_busy() {  # whole-machine busy percentage over half a second
-    local a b
-    a=$(head -n1 /proc/stat); sleep 0.5; b=$(head -n1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        split(a, x); split(b, y); t = 0; i = 0
-        for (k = 2; k <= 9; k++) t += y[k] - x[k]
-        i = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (1 - i / t) : 0) }'
-}
 # User+system clock ticks of one process itself (not its children: the agent's children
 # are the sessions' programs).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TCK=$(getconf CLK_TCK)
-QUIET_START=$SECONDS
-BG_LOAD=()
-settle() {  # step name
-    local busy
-    busy=$(cpu_busy)
-    while (( busy > QUIET_PCT && SECONDS - QUIET_START < QUIET_BUDGET )); do busy=$(cpu_busy); done
-    BG_LOAD+=("$1:${busy}%/la$(cut -d' ' -f1 /proc/loadavg)")
-}
 json() {  # json-text, field
     "$PYTHON" -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(("%.1f" % v) if isinstance(v, float) else v)' "$1" "$2"
 }
 
 # ------------------------------------------------------------------ facts
-GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    GIT_COMMIT="$GIT_COMMIT (tracked files modified)"
-fi
+git_commit
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== PTY session benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "command:   $CMDLINE"
@@ -174,7 +154,6 @@ done
 echo
 
 # ------------------------------------------------------------------ cat throughput
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A CAT CPU
 echo "cat throughput: $CAT_ROUNDS rounds of cat $FILE_MIB MiB per path, MiB/s (pipegate CPU s/GiB)"
 for round in $(seq "$CAT_ROUNDS"); do
@@ -227,9 +206,6 @@ done
 echo "(cat MiB/s: file bytes per second, median of $CAT_ROUNDS rounds; pipegate CPU: user+sys seconds"
 echo " of the agent, the bridge and pipegate shell per GiB of the file, median round)"
 echo
-echo "load at the start of each step (machine busy %, 1-min loadavg): ${BG_LOAD[*]}"
-noisy=0
-for x in "${BG_LOAD[@]}"; do v=${x#*:}; v=${v%%\%*}; (( v > QUIET_PCT )) && noisy=1; done
-(( noisy )) && echo "WARNING: other load was running at the start of some steps (over ${QUIET_PCT}% busy); those figures are noisy"
+report_load step
 echo "loadavg: $LOAD_BEFORE before, $(cut -d' ' -f1-3 /proc/loadavg) after; elapsed ${SECONDS}s"
 exit 0

@@ -120,26 +120,13 @@ declare -A EP=(
 )
 
 # ------------------------------------------------------------------ CPU accounting
-# Whole-machine busy percentage over half a second (everything: this run and anybody else).
-cpu_busy() {
-    local a b
-    a=$(head -n1 /proc/stat); sleep 0.5; b=$(head -n1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN {
-        split(a, x); split(b, y); t = 0; i = 0
-        for (k = 2; k <= 9; k++) t += y[k] - x[k]
-        i = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (1 - i / t) : 0) }'
-}
 # CPU time (clock ticks) used so far by a process and its reaped children
 # (socat's per-connection children are reaped by the listening socat).
 cpu_ticks() { awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TCK=$(getconf CLK_TCK)
 
 # ------------------------------------------------------------------ facts
-GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    GIT_COMMIT="$GIT_COMMIT (tracked files modified)"
-fi
+git_commit
 echo "== raw relay benchmark, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "command:   $CMDLINE"
 echo "machine:   nproc=$(nproc), kernel $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
@@ -147,16 +134,6 @@ echo "pipegate:  $("$PIPEGATE_BIN" --version), repo HEAD $GIT_COMMIT"
 echo "binary:    $PIPEGATE_BIN (built $(date -u -r "$PIPEGATE_BIN" '+%Y-%m-%d %H:%M UTC'))"
 [[ -n ${TOKIO_WORKER_THREADS:-} ]] && echo "env:       TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS (pipegate's runtime threads)"
 echo "tools:     $(socat -V 2>/dev/null | sed -n 's/^socat version \([^ ]*\).*/socat \1/p'), $("$PYTHON" --version 2>&1)"
-# Before each measurement step: wait (within QUIET_BUDGET for the whole run) until other
-# load on the machine drops below QUIET_PCT; record what it was when the step started.
-QUIET_START=$SECONDS
-BG_LOAD=()
-settle() {  # step name
-    local busy
-    busy=$(cpu_busy)
-    while (( busy > QUIET_PCT && SECONDS - QUIET_START < QUIET_BUDGET )); do busy=$(cpu_busy); done
-    BG_LOAD+=("$1:${busy}%")
-}
 echo "loadavg:   $(cut -d' ' -f1-3 /proc/loadavg) before starting; nice $(nice)"
 echo "endpoints: upstream tcp:127.0.0.1:$UP; socat :$SOCAT_PORT; pipegate tcp://$PG_TCP; pipegate unix://$SOCK"
 echo
@@ -184,7 +161,6 @@ for round in $(seq "$BULK_ROUNDS"); do
     done
     echo "$line"
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A TPUT
 declare -A PROXY_CPU=([direct]=-)
 for p in "${PATHS[@]}"; do
@@ -232,9 +208,6 @@ check "pipegate-tcp throughput >= 0.6x direct" "$pg >= 0.6 * $di" \
     "$pg vs $di MiB/s = $(ratio "$pg" "$di")x"
 check "pipegate-tcp new-connection p50 <= 1/4 socat" "${P50[pipegate-tcp]} * 4 <= ${P50[socat]}" \
     "${P50[pipegate-tcp]} vs ${P50[socat]} µs = $(ratio "${P50[pipegate-tcp]}" "${P50[socat]}")x"
-echo "background CPU busy at the start of each step: ${BG_LOAD[*]}"
-noisy=0
-for x in "${BG_LOAD[@]}"; do v=${x##*:}; v=${v%\%}; (( v > QUIET_PCT )) && noisy=1; done
-(( noisy )) && echo "WARNING: other load was running during some steps (over ${QUIET_PCT}%); those figures are noisy"
+report_load step
 echo "after run: loadavg $(cut -d' ' -f1-3 /proc/loadavg); elapsed ${SECONDS}s"
 exit 0

@@ -109,10 +109,7 @@ metric() {  # series -> value from pipegate's metrics
 }
 
 # ------------------------------------------------------------------ the soak
-GIT_COMMIT=$(git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-    GIT_COMMIT="$GIT_COMMIT (tracked files modified)"
-fi
+git_commit
 echo "== soak, $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 echo "command:   $CMDLINE"
 echo "machine:   nproc=$(nproc), kernel $(uname -sr), loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
