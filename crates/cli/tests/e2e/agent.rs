@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::process::{find_process, process_group};
 use crate::support::{dial, pipegate, serve, within, Proc, TestEnv, STARTUP};
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`): status and body.
@@ -61,34 +62,6 @@ async fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool
         assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// The pid of the live (not zombie) process whose argv is exactly `argv`, from /proc.
-fn find_process(argv: &[&str]) -> Option<u32> {
-    let want: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            // A zombie's cmdline is empty.
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            (cmdline == want).then_some(pid)
-        })
-}
-
-/// Field 5 of /proc/PID/stat: the process group.
-fn process_group(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
 }
 
 /// `--max-sessions 1`: a second session gets 429 (and `pipegate shell` says so), and

@@ -47,7 +47,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::leaks::{assert_none_failed, at_baseline, run_mix, Probe};
-use crate::support::process::PyUpstream;
+use crate::support::process::{find_process, PyUpstream};
 use crate::support::{payload, pipegate, sha256, tcp_upstream, within, Behavior, Proc, TestEnv};
 
 /// Concurrent Node.js clients and bytes each sends.
@@ -1473,22 +1473,6 @@ async fn windows_pipegate_under_wine_leaves_no_handles_behind() {
 // ---------------------------------------------------------------------------------------
 // `pipegate.exe shell`: in a console, and without one.
 
-/// The live (not zombie) Linux process whose argv is exactly `argv`, from /proc.
-fn process_with_argv(argv: &[&str]) -> Option<u32> {
-    let want: Vec<u8> = argv
-        .iter()
-        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
-        .collect();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            (cmdline == want).then_some(pid)
-        })
-}
-
 /// `pipegate.exe shell` against a Linux-native agent on loopback TCP. In a console: Wine
 /// run in a tmux pane gives pipegate.exe a Windows console backed by the terminal, so
 /// this drives the console code (raw mode, VT output, `ReadConsoleW` input, the size,
@@ -1553,7 +1537,7 @@ async fn windows_pipegate_under_wine_shell_in_a_console_and_without() {
     let sleep_arg = format!("1000.{}", std::process::id());
     tmux.type_line(&format!("sleep {sleep_arg}"));
     let deadline = Instant::now() + WINE_STARTUP;
-    while process_with_argv(&["sleep", &sleep_arg]).is_none() {
+    while find_process(&["sleep", &sleep_arg]).is_none() {
         assert!(
             Instant::now() < deadline,
             "the remote sleep never started:\n{}",
@@ -1564,7 +1548,7 @@ async fn windows_pipegate_under_wine_shell_in_a_console_and_without() {
     tmux.run(&["send-keys", "-t", "main", "C-c"]);
     tmux.type_line("echo after-$((1+1))");
     tmux.wait_for("after-2", WINE_STARTUP).await;
-    assert!(process_with_argv(&["sleep", &sleep_arg]).is_none());
+    assert!(find_process(&["sleep", &sleep_arg]).is_none());
 
     tmux.type_line("exit 3");
     let exit = crate::shell::wait_file(&exit_file, WINE_STARTUP).await;

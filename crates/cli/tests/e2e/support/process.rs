@@ -126,6 +126,34 @@ pub(crate) fn child_named(parent: u32, name: &str) -> Option<u32> {
         })
 }
 
+/// The pid of the live (not zombie) process whose argv is exactly `argv`, from /proc.
+pub(crate) fn find_process(argv: &[&str]) -> Option<u32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            // A zombie's cmdline is empty.
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (cmdline == want).then_some(pid)
+        })
+}
+
+/// Field 5 of /proc/PID/stat: the process group.
+pub(crate) fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
 /// How many descriptors `pid` has open.
 pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
