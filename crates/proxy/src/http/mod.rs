@@ -36,7 +36,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pipegate_transport::hyper::host_header;
-use pipegate_transport::{Endpoint, Mode, Stream};
+use pipegate_transport::{Mode, Stream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -94,18 +94,15 @@ impl Shared {
         abort: CancellationToken,
     ) -> Shared {
         let route = match &config.target {
-            Target::Upstream(upstream) => Route::Forward {
-                upstream: upstream.clone(),
-                pool: upstream::Pool::new(
-                    upstream.clone(),
-                    config.connect_options.clone(),
-                    config.dialer.clone(),
-                    // An idle pipe connection pins an upstream pipe instance; keep a few.
-                    64,
-                    Duration::from_secs(90),
-                    Arc::clone(&metrics),
-                ),
-            },
+            Target::Upstream(upstream) => Route::Forward(upstream::Pool::new(
+                upstream.clone(),
+                config.connect_options.clone(),
+                config.dialer.clone(),
+                // An idle pipe connection pins an upstream pipe instance; keep a few.
+                64,
+                Duration::from_secs(90),
+                Arc::clone(&metrics),
+            )),
             Target::Local(service) => Route::Local(Arc::clone(service)),
         };
         let max_head = config.http.max_header_size.max(8192);
@@ -204,11 +201,7 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             }
         }
     };
-    // This connection's side of the upstream pool (upstream.rs).
-    let lane = match &shared.route {
-        Route::Forward { pool, .. } => Some(pool.lane()),
-        Route::Local(_) => None,
-    };
+    let leg = shared.route.leg();
     // Cancelling takes the token's lock; once per connection is enough.
     let first_seen = std::sync::atomic::AtomicBool::new(false);
     let service = service_fn(move |req| {
@@ -216,7 +209,7 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
             service_first_request.cancel();
         }
         let shared = Arc::clone(&service_shared);
-        let lane = lane.clone();
+        let leg = leg.clone();
         let listener = Arc::clone(&listener);
         let verdicts = Arc::clone(&verdicts);
         let busy = activity.as_ref().map(Activity::begin);
@@ -229,7 +222,7 @@ pub(crate) async fn serve_connection(stream: Stream, shared: Arc<Shared>, stop: 
                 listener: &listener,
                 verdicts: &verdicts,
             };
-            let resp = handle(shared, &arrival, lane.as_ref(), half_close, req).await;
+            let resp = handle(shared, &arrival, &leg, half_close, req).await;
             Ok::<_, Infallible>(match busy {
                 Some(busy) => resp.map(|body| Tracked::new(body, busy).boxed()),
                 None => resp,
@@ -351,7 +344,7 @@ where
 async fn handle(
     shared: Arc<Shared>,
     arrival: &Arrival<'_>,
-    lane: Option<&Arc<upstream::Lane>>,
+    leg: &Leg,
     client_half_close: bool,
     req: Request<Incoming>,
 ) -> Response<ResBody> {
@@ -359,7 +352,7 @@ async fn handle(
     // reading at them; if one is refused, the connection must not carry more requests.
     let upgrade_like = (req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE))
         || req.method() == Method::CONNECT;
-    let mut resp = route(shared, arrival, lane, client_half_close, req).await;
+    let mut resp = route(shared, arrival, leg, client_half_close, req).await;
     if upgrade_like && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -370,7 +363,7 @@ async fn handle(
 async fn route(
     shared: Arc<Shared>,
     arrival: &Arrival<'_>,
-    lane: Option<&Arc<upstream::Lane>>,
+    leg: &Leg,
     client_half_close: bool,
     mut req: Request<Incoming>,
 ) -> Response<ResBody> {
@@ -402,26 +395,13 @@ async fn route(
         http.response.status_code = tracing::field::Empty,
     );
     let exchange = Exchange::new(span.clone(), Arc::clone(&shared.metrics));
-    match &shared.route {
-        Route::Forward { upstream, pool } => {
-            // Every connection of a forwarding bridge has a lane; a fresh one would do.
-            let fresh;
-            let lane = match lane {
-                Some(lane) => lane,
-                None => {
-                    fresh = pool.lane();
-                    &fresh
-                }
-            };
-            let leg = Upstream {
-                endpoint: upstream,
-                lane,
-            };
-            forward(&shared, &leg, mode, client_half_close, req, exchange)
+    match leg {
+        Leg::Forward(lane) => {
+            forward(&shared, lane, mode, client_half_close, req, exchange)
                 .instrument(span)
                 .await
         }
-        Route::Local(service) => {
+        Leg::Local(service) => {
             let resp = service.call(req, mode).instrument(span.clone()).await;
             exchange.set_status(resp.status().as_u16());
             resp.map(|body| Counted::new(body, exchange, Flow::UpstreamToClient).boxed())
@@ -431,26 +411,34 @@ async fn route(
 
 /// What a bridge does with requests that are not for `/_pipegate/`.
 enum Route {
-    Forward {
-        upstream: Endpoint,
-        pool: Arc<upstream::Pool>,
-    },
+    Forward(Arc<upstream::Pool>),
+    Local(Arc<dyn LocalService>),
+}
+
+impl Route {
+    /// What one connection uses: its own lane into the pool (upstream.rs), or the service.
+    fn leg(&self) -> Leg {
+        match self {
+            Route::Forward(pool) => Leg::Forward(pool.lane()),
+            Route::Local(service) => Leg::Local(Arc::clone(service)),
+        }
+    }
+}
+
+/// One connection's [`Route`].
+#[derive(Clone)]
+enum Leg {
+    Forward(Arc<upstream::Lane>),
     Local(Arc<dyn LocalService>),
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Route::Forward { upstream, .. } => write!(f, "Forward({upstream})"),
+            Route::Forward(pool) => write!(f, "Forward({})", pool.endpoint()),
             Route::Local(_) => f.write_str("Local"),
         }
     }
-}
-
-/// The upstream leg of one forwarded request.
-struct Upstream<'a> {
-    endpoint: &'a Endpoint,
-    lane: &'a Arc<upstream::Lane>,
 }
 
 fn own_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ResBody> {
@@ -488,7 +476,7 @@ fn own_endpoint(shared: &Shared, req: &Request<Incoming>) -> Response<ResBody> {
 
 async fn forward(
     shared: &Shared,
-    upstream: &Upstream<'_>,
+    lane: &Arc<upstream::Lane>,
     mode: Mode,
     client_half_close: bool,
     mut req: Request<Incoming>,
@@ -510,7 +498,7 @@ async fn forward(
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         })
-        .unwrap_or_else(|| host_header(upstream.endpoint));
+        .unwrap_or_else(|| host_header(lane.endpoint()));
     headers::rewrite_request(&mut parts.headers, upgrade);
     parts.headers.insert(HOST, host);
     if let Some(token) = &shared.upstream_token {
@@ -529,24 +517,24 @@ async fn forward(
         Counted::new(body, Arc::clone(&exchange), Flow::ClientToUpstream),
     );
 
-    let result = tokio::time::timeout(shared.upstream_timeout, upstream.lane.request(req)).await;
+    let result = tokio::time::timeout(shared.upstream_timeout, lane.request(req)).await;
     let mut resp = match result {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             shared.metrics.upstream_error();
             let detail = e.detail();
-            tracing::warn!(error = %detail, upstream.endpoint = %upstream.endpoint, "upstream request failed");
+            tracing::warn!(error = %detail, upstream.endpoint = %lane.endpoint(), "upstream request failed");
             let resp =
-                respond::proxy_error(Some(upstream.endpoint), &ProxyError::Unavailable { detail });
+                respond::proxy_error(Some(lane.endpoint()), &ProxyError::Unavailable { detail });
             exchange.set_status(resp.status().as_u16());
             return resp;
         }
         Err(_) => {
             shared.metrics.upstream_error();
             let after_ms = shared.upstream_timeout.as_millis() as u64;
-            tracing::warn!(upstream.endpoint = %upstream.endpoint, after_ms, "upstream timed out");
+            tracing::warn!(upstream.endpoint = %lane.endpoint(), after_ms, "upstream timed out");
             let resp =
-                respond::proxy_error(Some(upstream.endpoint), &ProxyError::Timeout { after_ms });
+                respond::proxy_error(Some(lane.endpoint()), &ProxyError::Timeout { after_ms });
             exchange.set_status(resp.status().as_u16());
             return resp;
         }
@@ -560,7 +548,7 @@ async fn forward(
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             let params = tunnel::TunnelParams {
                 client_half_close,
-                upstream_half_close: upstream.endpoint.mode() != Mode::NamedPipe,
+                upstream_half_close: lane.endpoint().mode() != Mode::NamedPipe,
                 idle_timeout: shared.tunnel_idle_timeout,
                 abort: shared.abort.clone(),
                 metrics: Arc::clone(&shared.metrics),

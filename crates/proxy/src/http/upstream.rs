@@ -154,6 +154,11 @@ impl Pool {
         })
     }
 
+    /// The upstream endpoint.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
     /// A lane for one client connection.
     pub(crate) fn lane(self: &Arc<Self>) -> Arc<Lane> {
         Arc::new(Lane {
@@ -278,6 +283,11 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
+    /// The upstream endpoint.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        self.pool.endpoint()
+    }
+
     /// Sends `req` (origin-form URI, `Host` set) and returns the response head; the
     /// connection comes back to this lane when the returned body ends.
     pub(crate) async fn request(
