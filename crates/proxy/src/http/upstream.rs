@@ -219,7 +219,8 @@ impl Pool {
             since: Instant::now(),
         });
         drop(idle);
-        if !self.sweeping.swap(true, Ordering::Relaxed) {
+        // Loaded first: a swap on every check-in would be a shared write per request.
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep(Arc::downgrade(self), self.idle_timeout));
         }
     }
