@@ -36,6 +36,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(3);
 /// How long past a stream's dial deadline its answer may come: the far side answers an
 /// unreachable endpoint when its own dial times out, so leave it a moment to say so.
 const VERDICT_GRACE: Duration = Duration::from_secs(1);
+/// How long to wait for a session's task to record why the session ended.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// Tuning for a [`Connector`].
 #[derive(Debug, Clone)]
@@ -177,8 +179,12 @@ impl Connector {
     /// transport's error for an endpoint.
     pub async fn start(&self) -> Result<String> {
         let deadline = Instant::now() + self.inner.options.startup_timeout;
-        let session = self.session(deadline).await?;
-        let (_stream, answer) = self.exchange(&session, &Request::Hello, deadline).await?;
+        let (session, stream, _permit) = self.raw_stream(deadline).await?;
+        let mut io = StreamIo::new(stream);
+        let deadline = self.session_deadline(&session, deadline);
+        let answer = self
+            .exchange(&session, &mut io, &Request::Hello, deadline)
+            .await?;
         Ok(answer.message)
     }
 
@@ -236,18 +242,15 @@ impl Connector {
         optimistic: bool,
     ) -> Result<MuxStream> {
         let deadline = Instant::now() + timeout;
-        let session = self.session(deadline).await?;
         let request = Request::Open {
             endpoint: endpoint.to_string(),
             timeout: Some(timeout),
         };
+        let (session, stream, permit) = self.raw_stream(deadline).await?;
         if optimistic && session.is_proven() {
             let header = protocol::encode_request(&request).map_err(|e| {
                 Error::new(ErrorKind::Protocol, format!("cannot ask for {endpoint}")).with_source(e)
             })?;
-            let (stream, permit) = session
-                .open_raw(tokio::time::Instant::from_std(deadline))
-                .await?;
             let verdict = Pending::new(
                 header,
                 self.inner.label.clone(),
@@ -264,7 +267,15 @@ impl Connector {
                 verdict,
             ));
         }
-        let ((io, permit), answer) = self.exchange(&session, &request, deadline).await?;
+        let mut io = StreamIo::new(stream);
+        let answer = self
+            .exchange(
+                &session,
+                &mut io,
+                &request,
+                self.session_deadline(&session, deadline),
+            )
+            .await?;
         let half_close = answer.half_close;
         verdict(
             &self.inner.label,
@@ -273,6 +284,54 @@ impl Connector {
             answer.status,
         )?;
         Ok(MuxStream::new(io, session, half_close, permit))
+    }
+
+    /// A raw stream on the live session, and the session.
+    ///
+    /// A session can end between being picked and giving out the stream (the far side
+    /// went away a moment ago). Nothing reached the far side then, so the stream is asked
+    /// of the next session, once; a stream that was already given out is never retried
+    /// here (the far side may have acted on it).
+    async fn raw_stream(
+        &self,
+        deadline: Instant,
+    ) -> Result<(
+        Arc<Session>,
+        yamux::Stream,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let mut retried = false;
+        loop {
+            let session = self.session(deadline).await?;
+            let limit = tokio::time::Instant::from_std(self.session_deadline(&session, deadline));
+            match session.open_raw(limit).await {
+                Ok((stream, permit)) => return Ok((session, stream, permit)),
+                Err(e)
+                    if e.kind() == ErrorKind::SessionClosed
+                        && !retried
+                        && !self.inner.closing.is_cancelled() =>
+                {
+                    retried = true;
+                    session.settle(SETTLE).await;
+                    tracing::debug!(
+                        via = %self.inner.label,
+                        session = session.generation,
+                        "the mux session ended before the stream opened; asking the next one"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// How long a stream on `session` may take: a session that never answered yet may
+    /// still be starting (Wine, WSL interop), so it gets the startup timeout.
+    fn session_deadline(&self, session: &Session, deadline: Instant) -> Instant {
+        if session.is_proven() {
+            deadline
+        } else {
+            deadline.max(session.started + self.inner.options.startup_timeout)
+        }
     }
 
     /// Closes the session (the helper sees its stdin close and exits; one that does not
@@ -291,31 +350,24 @@ impl Connector {
         }
     }
 
-    /// Opens a raw stream, writes `request`, reads the answer.
+    /// Writes `request` on a raw stream of `session` and reads the answer.
     async fn exchange(
         &self,
-        session: &Arc<Session>,
+        session: &Session,
+        io: &mut StreamIo,
         request: &Request,
         deadline: Instant,
-    ) -> Result<((StreamIo, tokio::sync::OwnedSemaphorePermit), Answer)> {
-        // A session that never answered yet may still be starting (Wine, WSL interop).
-        let deadline = if session.is_proven() {
-            deadline
-        } else {
-            deadline.max(session.started + self.inner.options.startup_timeout)
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let (stream, permit) = session.open_raw(deadline).await?;
-        let mut io = StreamIo::new(stream);
+    ) -> Result<Answer> {
         let exchange = async {
-            protocol::write_request(&mut io, request).await?;
-            protocol::read_answer(&mut io).await
+            protocol::write_request(&mut *io, request).await?;
+            protocol::read_answer(&mut *io).await
         };
-        let answer = match tokio::time::timeout_at(deadline + VERDICT_GRACE, exchange).await {
+        let limit = tokio::time::Instant::from_std(deadline + VERDICT_GRACE);
+        let answer = match tokio::time::timeout_at(limit, exchange).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
                 // A helper that died says more than the broken stream does.
-                session.settle(Duration::from_secs(1)).await;
+                session.settle(SETTLE).await;
                 if !session.is_alive() {
                     return Err(session.closed_error());
                 }
@@ -336,7 +388,7 @@ impl Connector {
             }
         };
         session.set_proven();
-        Ok(((io, permit), answer))
+        Ok(answer)
     }
 
     /// The live session, starting one (after any back-off) if there is none.
@@ -359,6 +411,8 @@ impl Connector {
             // It died since the last stream: account for it. One that served streams for
             // a while restarts at once; one that failed early backs off, more each time.
             if let Some(dead) = slot.current.take() {
+                // Its task may not have recorded why yet (it does so just after).
+                dead.settle(SETTLE).await;
                 if let Some(end) = dead.end() {
                     let healthy =
                         dead.is_proven() && end.at.duration_since(dead.started) >= HEALTHY_RUN;
@@ -756,6 +810,82 @@ async fn run_remote(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Server, ServerConfig};
+    use pipegate_transport::{ListenOptions, Listener};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A mux server on loopback allowing one echo upstream; returns the connector to it
+    /// and the upstream. Both serve until the runtime ends.
+    async fn mux_and_echo() -> (Connector, Endpoint) {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Endpoint::loopback(echo.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let listener = Listener::bind(&Endpoint::loopback(0), &ListenOptions::new())
+            .await
+            .unwrap();
+        let via = Via::Endpoint(listener.local_endpoint().clone());
+        let server = Server::new(ServerConfig::new(vec![upstream.clone()]));
+        tokio::spawn(async move {
+            server
+                .serve_listener(listener, std::future::pending::<()>())
+                .await;
+        });
+        (Connector::new(via, ConnectorOptions::new()), upstream)
+    }
+
+    /// Puts `session` in the connector's slot as its current (first) session.
+    async fn install(connector: &Connector, session: Arc<Session>) {
+        let mut slot = connector.inner.slot.lock().await;
+        slot.generation = session.generation;
+        slot.current = Some(session);
+    }
+
+    /// Opens a stream through `connector` (whose current session is broken), checks it
+    /// came from the next session, and echoes through it.
+    async fn assert_opens_on_the_next_session(connector: &Connector, upstream: &Endpoint) {
+        let mut stream = connector
+            .open(upstream, Duration::from_secs(10))
+            .await
+            .expect("a stream from the next session, not the broken one's error");
+        assert_eq!(stream.session(), 2);
+        stream.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_driver_stopped_is_replaced_before_its_end_is_recorded() {
+        let (connector, upstream) = mux_and_echo().await;
+        // The connection's driver is gone (it dropped its requests), and the task that
+        // records why has not run yet: the window after a far side went away.
+        let (dead, requests) = Session::new(1);
+        drop(requests);
+        install(&connector, dead).await;
+        assert_opens_on_the_next_session(&connector, &upstream).await;
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_while_opening_a_stream_hands_the_open_to_the_next() {
+        let (connector, upstream) = mux_and_echo().await;
+        // Alive when picked; its driver takes the request and then stops without a
+        // stream, as one does when the connection dies under it.
+        let (dying, mut requests) = Session::new(1);
+        tokio::spawn(async move {
+            let reply = requests.recv().await;
+            drop(requests);
+            drop(reply);
+        });
+        install(&connector, dying).await;
+        assert_opens_on_the_next_session(&connector, &upstream).await;
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

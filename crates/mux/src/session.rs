@@ -180,8 +180,11 @@ impl Session {
         self.end.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether streams may still be opened: no end recorded, and the task driving the
+    /// connection still takes requests (it stops taking them a moment before the task
+    /// that owns it records why it ended).
     pub(crate) fn is_alive(&self) -> bool {
-        self.end_slot().is_none()
+        self.end_slot().is_none() && !self.requests.is_closed()
     }
 
     pub(crate) fn end(&self) -> Option<End> {
