@@ -1,6 +1,7 @@
 //! Unix: pseudo-terminals with `pty-process`, termios and signals with `rustix`.
 //!
-//! The one `unsafe` block of the agent is here: `TIOCSIG`, which neither crate wraps.
+//! The agent's `unsafe` code is here: `TIOCSIG`, which neither crate wraps, and the
+//! signal reset between fork and exec (`libc`'s `sigaction`: rustix has none for programs).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -67,7 +68,10 @@ fn spawn_pty(spec: Spec, size: TerminalSize) -> Result<Process, SpawnError> {
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.cwd)
         // Only matters when the agent's runtime shuts down with the session running.
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // SAFETY: `default_signals` only makes async-signal-safe calls.
+    #[allow(unsafe_code)]
+    let child = unsafe { child.pre_exec(default_signals) }
         .spawn(pts)
         .map_err(pty_error)?;
     let pid = child
@@ -102,6 +106,11 @@ fn spawn_pipes(spec: Spec) -> Result<Process, SpawnError> {
         // Its own process group, so signals reach it and its children but not the agent.
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: `default_signals` only makes async-signal-safe calls.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(default_signals)
+    };
     let mut child = cmd.spawn()?;
     let pid = child
         .id()
@@ -327,6 +336,34 @@ impl Control {
         }
     }
 }
+
+/// In the child, between fork and exec: every signal back to its default action.
+///
+/// Handlers end at exec, but ignoring is inherited: `nohup pipegate serve` ignores SIGHUP,
+/// and `pipegate serve &` in a script ignores SIGINT and SIGQUIT. A session's program
+/// that inherited that could not be interrupted from its terminal, nor ended by the
+/// SIGHUP the agent sends first. A program started at a terminal starts with the
+/// defaults; so does a session's. (The signal mask is already cleared by std.)
+#[allow(unsafe_code)]
+fn default_signals() -> io::Result<()> {
+    // SAFETY: `sigaction` is async-signal-safe (POSIX), and so is `sigemptyset` on a
+    // local set; the struct is plain data, zeroed then filled in. Numbers that are not
+    // signals, or cannot be changed (SIGKILL, SIGSTOP, the C library's own), fail with
+    // EINVAL and are skipped.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut action.sa_mask);
+        for signal in 1..SIGNAL_LIMIT {
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+    Ok(())
+}
+
+/// One more than the highest signal number (Linux's `_NSIG` is 65; other systems have
+/// fewer, and `sigaction` refuses the numbers past theirs).
+const SIGNAL_LIMIT: std::ffi::c_int = 65;
 
 /// `TIOCSIG`: the kernel signals the terminal's foreground process group, as if the key
 /// had been typed, even when the input queue is full or the program turned ISIG off.

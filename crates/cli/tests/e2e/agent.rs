@@ -214,3 +214,74 @@ async fn serve_sigterm_ends_the_sessions_process_groups() {
     let exit = shell.wait_exit(STARTUP).await;
     assert_eq!(exit.code(), Some(129), "{}", shell.dump());
 }
+
+/// The signals ignored by process `pid` (`SigIgn` of `/proc/PID/status`, bit N-1 for
+/// signal N).
+#[cfg(target_os = "linux")]
+fn ignored_signals(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    parse_sig_ign(&status)
+}
+
+#[cfg(target_os = "linux")]
+fn parse_sig_ign(status: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .unwrap_or_else(|| panic!("no SigIgn line in {status:?}"));
+    u64::from_str_radix(line.trim(), 16).unwrap()
+}
+
+/// `pipegate serve` started the way `nohup pipegate serve` or `pipegate serve &` in a
+/// script starts it, ignoring SIGHUP, SIGINT and SIGQUIT: its sessions' programs still
+/// start with every signal at its default, on a terminal and on pipes, so Ctrl-C
+/// reaches them and the agent's SIGHUP ends them.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_programs_do_not_inherit_ignored_signals() {
+    const HUP_INT_QUIT: u64 = 0b111;
+    let env = TestEnv::new();
+    let listen = format!("unix://{}", env.sock("agent.sock").display());
+    let inner = pipegate(&["serve", "--no-discovery", "--listen", &listen]);
+    let inner = inner.as_std();
+    // `trap ''` makes the shell ignore them; exec keeps that for pipegate.
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("trap '' HUP INT QUIT; exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(std::process::Stdio::null());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    let serve = Proc::spawn("pipegate serve (signals ignored)", cmd, true);
+    let endpoint = serve.wait_listening(STARTUP).await;
+    // pipegate handles SIGINT itself (a handler replaces the ignoring); the other two
+    // stay ignored in it, or this test would prove nothing.
+    const HUP_QUIT: u64 = 0b101;
+    assert_eq!(ignored_signals(serve.pid()) & HUP_QUIT, HUP_QUIT);
+
+    for tty in [true, false] {
+        let out = env.path(&format!("status-{tty}"));
+        let script = format!(
+            "cat /proc/self/status > {}.part && mv {0}.part {0}",
+            out.display()
+        );
+        create(
+            &endpoint,
+            serde_json::json!({"argv": ["sh", "-c", script], "tty": tty}),
+        )
+        .await;
+        wait_until(STARTUP, "the session program's status", || out.exists()).await;
+        let ignored = parse_sig_ign(&std::fs::read_to_string(&out).unwrap());
+        assert_eq!(
+            ignored & HUP_INT_QUIT,
+            0,
+            "tty {tty}: the program inherited ignored signals (SigIgn {ignored:#x})\n{}",
+            serve.dump()
+        );
+    }
+}
