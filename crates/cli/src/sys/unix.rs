@@ -1,11 +1,15 @@
-//! Unix: SIGINT/SIGTERM end `serve`; the default endpoint is a user-only socket.
+//! Unix: SIGINT, SIGTERM and SIGHUP end `serve`; the default endpoint is a user-only
+//! socket.
 
 use std::path::PathBuf;
 
 use pipegate_transport::Endpoint;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Completes on the first SIGINT or SIGTERM.
+/// Completes on the first SIGINT or SIGTERM, or SIGHUP: the terminal `serve` ran in went
+/// away, and it shuts down as cleanly as for the others (sessions ended, record
+/// removed). SIGHUP that was ignored when pipegate started (`nohup pipegate serve`) stays
+/// ignored.
 pub(crate) async fn shutdown_signal() {
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
@@ -15,11 +19,39 @@ pub(crate) async fn shutdown_signal() {
             return;
         }
     };
+    let mut hangup = match hangup_ignored() {
+        true => None,
+        false => signal(SignalKind::hangup()).ok(),
+    };
     let name = tokio::select! {
         _ = tokio::signal::ctrl_c() => "SIGINT",
         _ = term.recv() => "SIGTERM",
+        _ = recv(hangup.as_mut()) => "SIGHUP",
     };
     tracing::info!(signal = name, "shutting down");
+}
+
+/// The next delivery of `signal`; never, without one.
+async fn recv(signal: Option<&mut Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether SIGHUP is ignored (inherited from `nohup`). A handler would undo that, so
+/// none is installed then; tokio cannot say, so `sigaction` is asked (rustix has no
+/// `sigaction` for programs).
+#[allow(unsafe_code)]
+fn hangup_ignored() -> bool {
+    // SAFETY: a query: no new action is given, and `old` is plain data the call fills in.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// `unix://$XDG_RUNTIME_DIR/pipegate/NAME.sock` (or under the state dir).

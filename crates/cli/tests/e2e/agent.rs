@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::process::{find_process, process_group};
-use crate::support::{dial, pipegate, serve, within, Proc, TestEnv, STARTUP};
+use crate::support::{dial, ignoring_signals, pipegate, serve, within, Proc, TestEnv, STARTUP};
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`): status and body.
 async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -242,21 +242,10 @@ async fn session_programs_do_not_inherit_ignored_signals() {
     const HUP_INT_QUIT: u64 = 0b111;
     let env = TestEnv::new();
     let listen = format!("unix://{}", env.sock("agent.sock").display());
-    let inner = pipegate(&["serve", "--no-discovery", "--listen", &listen]);
-    let inner = inner.as_std();
-    // `trap ''` makes the shell ignore them; exec keeps that for pipegate.
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg("trap '' HUP INT QUIT; exec \"$0\" \"$@\"")
-        .arg(inner.get_program())
-        .args(inner.get_args())
-        .stdin(std::process::Stdio::null());
-    for (key, value) in inner.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
-    }
+    let cmd = ignoring_signals(
+        &pipegate(&["serve", "--no-discovery", "--listen", &listen]),
+        "HUP INT QUIT",
+    );
     let serve = Proc::spawn("pipegate serve (signals ignored)", cmd, true);
     let endpoint = serve.wait_listening(STARTUP).await;
     // pipegate handles SIGINT itself (a handler replaces the ignoring); the other two

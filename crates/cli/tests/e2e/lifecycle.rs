@@ -1,12 +1,14 @@
 //! Start-up refusals, stale sockets and shutdown of `serve`.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::http1::{metric, metrics};
 use crate::support::{
-    dial, echo_bytes, payload, run, serve, tcp_upstream, within, Behavior, TestEnv,
+    dial, echo_bytes, ignoring_signals, payload, pipegate, run, serve, tcp_upstream, within,
+    Behavior, Proc, TestEnv, Upstream, STARTUP,
 };
 
 async fn ping(endpoint: &str, seed: u64) {
@@ -21,25 +23,51 @@ async fn ping(endpoint: &str, seed: u64) {
     assert!(back == data, "echo differs");
 }
 
+/// A Unix socket `in.sock` in a fresh test directory, and an echo upstream: what a raw
+/// bridge between them needs.
+struct Raw {
+    _env: TestEnv,
+    upstream: Upstream,
+    sock: PathBuf,
+    listen: String,
+}
+
+impl Raw {
+    async fn new() -> Raw {
+        let env = TestEnv::new();
+        let upstream = tcp_upstream(Behavior::Echo).await;
+        let sock = env.sock("in.sock");
+        let listen = format!("unix://{}", sock.display());
+        Raw {
+            _env: env,
+            upstream,
+            sock,
+            listen,
+        }
+    }
+
+    /// `serve`'s arguments for the bridge, then `extra`.
+    fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--mode",
+            "raw",
+            "--listen",
+            &self.listen,
+            "--upstream",
+            &self.upstream.endpoint,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 /// SIGTERM with a connection open: the socket goes at once, the open connection may
 /// finish within the grace period, and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_connection_then_exits_zero() {
-    let env = TestEnv::new();
-    let upstream = tcp_upstream(Behavior::Echo).await;
-    let sock = env.sock("in.sock");
-    let listen = format!("unix://{}", sock.display());
-    let (mut serve, endpoint) = serve(&[
-        "--mode",
-        "raw",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream.endpoint,
-        "--shutdown-grace",
-        "10s",
-    ])
-    .await;
+    let raw = Raw::new().await;
+    let sock = &raw.sock;
+    let (mut serve, endpoint) = serve(&raw.args(&["--shutdown-grace", "10s"])).await;
     let mut client = dial(&endpoint).await;
     client.write_all(b"before").await.expect("send");
     let mut buf = [0u8; 6];
@@ -88,25 +116,55 @@ async fn sigterm_drains_open_connection_then_exits_zero() {
     assert!(!sock.exists(), "socket file removed");
 }
 
+/// SIGHUP (the terminal `serve` ran in went away) shuts it down like SIGTERM: exit 0,
+/// socket removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_shuts_down_cleanly() {
+    let raw = Raw::new().await;
+    let (mut serve, endpoint) = serve(&raw.args(&[])).await;
+    ping(&endpoint, 7).await;
+    serve.signal("HUP");
+    let status = serve.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "exit status\n{}", serve.dump());
+    assert!(
+        serve.dump().contains("signal=\"SIGHUP\""),
+        "{}",
+        serve.dump()
+    );
+    assert!(!raw.sock.exists(), "socket file removed");
+}
+
+/// Under `nohup` (SIGHUP ignored at start) SIGHUP stays ignored: `serve` keeps serving,
+/// and SIGTERM still ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_ignored_at_start_stays_ignored() {
+    let raw = Raw::new().await;
+    let mut args = vec!["serve"];
+    args.extend(raw.args(&[]));
+    let cmd = ignoring_signals(&pipegate(&args), "HUP");
+    let mut serve = Proc::spawn("pipegate serve (under nohup)", cmd, true);
+    let endpoint = serve.wait_listening(STARTUP).await;
+    serve.signal("HUP");
+    // A shutdown would start within milliseconds; give it ample time to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ping(&endpoint, 8).await;
+    assert!(
+        !serve.dump().contains("shutting down"),
+        "SIGHUP was not ignored\n{}",
+        serve.dump()
+    );
+    serve.signal("TERM");
+    let status = serve.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "exit status\n{}", serve.dump());
+}
+
 /// A connection that stays open past the grace period is cut, and the process still
 /// exits 0, within the grace (plus a margin).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_stuck_connection_exits_zero_after_the_grace() {
-    let env = TestEnv::new();
-    let upstream = tcp_upstream(Behavior::Echo).await;
-    let sock = env.sock("in.sock");
-    let listen = format!("unix://{}", sock.display());
-    let (mut serve, endpoint) = serve(&[
-        "--mode",
-        "raw",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream.endpoint,
-        "--shutdown-grace",
-        "1s",
-    ])
-    .await;
+    let raw = Raw::new().await;
+    let sock = &raw.sock;
+    let (mut serve, endpoint) = serve(&raw.args(&["--shutdown-grace", "1s"])).await;
     let mut client = dial(&endpoint).await;
     client.write_all(b"x").await.expect("send");
     let mut one = [0u8; 1];
@@ -136,60 +194,28 @@ async fn sigterm_with_a_stuck_connection_exits_zero_after_the_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_serve_on_a_live_socket_is_refused_and_the_first_keeps_serving() {
-    let env = TestEnv::new();
-    let upstream = tcp_upstream(Behavior::Echo).await;
-    let sock = env.sock("in.sock");
-    let listen = format!("unix://{}", sock.display());
-    let (_first, endpoint) = serve(&[
-        "--mode",
-        "raw",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream.endpoint,
-    ])
-    .await;
+    let raw = Raw::new().await;
+    let (_first, endpoint) = serve(&raw.args(&[])).await;
 
-    let (status, stderr) = run(
-        &[
-            "serve",
-            "--mode",
-            "raw",
-            "--listen",
-            &listen,
-            "--upstream",
-            &upstream.endpoint,
-        ],
-        Duration::from_secs(10),
-    )
-    .await;
+    let mut second = vec!["serve"];
+    second.extend(raw.args(&[]));
+    let (status, stderr) = run(&second, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(1), "exit status; stderr:\n{stderr}");
     assert!(
         stderr.contains("already in use by another process"),
         "stderr:\n{stderr}"
     );
-    assert!(sock.exists(), "the live socket was left alone");
+    assert!(raw.sock.exists(), "the live socket was left alone");
     ping(&endpoint, 7).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_socket_file_is_replaced() {
-    let env = TestEnv::new();
-    let upstream = tcp_upstream(Behavior::Echo).await;
-    let sock = env.sock("in.sock");
+    let raw = Raw::new().await;
     // A socket file nobody listens on: bound, then closed without removing the file.
-    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind stale socket"));
-    assert!(sock.exists());
-    let listen = format!("unix://{}", sock.display());
-    let (_serve, endpoint) = serve(&[
-        "--mode",
-        "raw",
-        "--listen",
-        &listen,
-        "--upstream",
-        &upstream.endpoint,
-    ])
-    .await;
+    drop(std::os::unix::net::UnixListener::bind(&raw.sock).expect("bind stale socket"));
+    assert!(raw.sock.exists());
+    let (_serve, endpoint) = serve(&raw.args(&[])).await;
     ping(&endpoint, 8).await;
 }
 

@@ -343,6 +343,26 @@ pub(crate) fn pipegate(args: &[&str]) -> Command {
     cmd
 }
 
+/// `cmd` run through `sh` with `signals` (as `trap` names them) ignored, the way `nohup`
+/// (HUP) or `&` in a script (INT QUIT) starts a program: exec keeps them ignored.
+pub(crate) fn ignoring_signals(cmd: &Command, signals: &str) -> Command {
+    let inner = cmd.as_std();
+    let mut outer = Command::new("sh");
+    outer
+        .arg("-c")
+        .arg(format!("trap '' {signals}; exec \"$0\" \"$@\""))
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => outer.env(key, value),
+            None => outer.env_remove(key),
+        };
+    }
+    outer
+}
+
 /// A fresh state directory under cargo's per-target scratch space (left there for
 /// post-mortems; `cargo clean` removes it).
 fn private_state_home() -> PathBuf {
