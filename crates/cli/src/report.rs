@@ -12,6 +12,17 @@ use pipegate_transport::{Endpoint, ErrorKind};
 /// Exit code: another instance holds the name.
 pub(crate) const EXIT_ALREADY_RUNNING: u8 = 3;
 
+/// What writing a command's output to stdout came to: a reader that went away first
+/// (`pipegate status | head -1`) is not an error, anything else is.
+pub(crate) fn stdout_written(written: std::io::Result<()>) -> anyhow::Result<()> {
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Prints `pipegate: error: …` and a hint; returns exit code 3 when another instance
 /// holds the name, else 1.
 pub(crate) fn error(err: &anyhow::Error) -> ExitCode {

@@ -83,7 +83,7 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     if !default_recorded {
         check_default_endpoint(&mut report, args.timeout).await;
     }
-    print(&report);
+    crate::report::stdout_written(print(&mut std::io::stdout().lock(), &report))?;
     Ok(if report.0.iter().any(|f| f.level == Level::Error) {
         ExitCode::FAILURE
     } else {
@@ -91,21 +91,22 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print(report: &Report) {
-    println!("pipegate doctor");
+fn print(out: &mut impl std::io::Write, report: &Report) -> std::io::Result<()> {
+    writeln!(out, "pipegate doctor")?;
     for finding in &report.0 {
-        println!("  {:<5}  {}", finding.level, finding.what);
+        writeln!(out, "  {:<5}  {}", finding.level, finding.what)?;
         if let Some(fix) = &finding.fix {
-            println!("         fix: {fix}");
+            writeln!(out, "         fix: {fix}")?;
         }
     }
     let count = |level| report.0.iter().filter(|f| f.level == level).count();
-    println!(
+    writeln!(
+        out,
         "{} ok, {} warnings, {} errors",
         count(Level::Ok),
         count(Level::Warn),
         count(Level::Error)
-    );
+    )
 }
 
 fn check_records_dir(report: &mut Report, dir: &Path) {

@@ -128,7 +128,8 @@ fn print(args: &StatusArgs, registry: &Registry, rows: &[Row]) -> anyhow::Result
     let written = if args.json {
         let all: Vec<&Value> = rows.iter().map(|r| &r.json).collect();
         serde_json::to_writer_pretty(&mut out, &all)
-            .map_err(std::io::Error::other)
+            // Keeps the kind of an I/O error (a reader gone is BrokenPipe).
+            .map_err(std::io::Error::from)
             .and_then(|()| writeln!(out))
     } else if rows.is_empty() {
         writeln!(
@@ -139,12 +140,8 @@ fn print(args: &StatusArgs, registry: &Registry, rows: &[Row]) -> anyhow::Result
     } else {
         table(&mut out, rows)
     };
-    match written {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        // `pipegate status | head`: not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(e).context("cannot write to stdout"),
-    }
+    crate::report::stdout_written(written)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn table(out: &mut impl std::io::Write, rows: &[Row]) -> std::io::Result<()> {

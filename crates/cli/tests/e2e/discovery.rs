@@ -22,9 +22,13 @@ const RUN: Duration = Duration::from_secs(30);
 /// Runs `pipegate ARGS…` in `env` to completion: exit status, stdout, stderr.
 async fn run(env: &TestEnv, args: &[&str]) -> (ExitStatus, String, String) {
     let mut cmd = env.pipegate(args);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdout(std::process::Stdio::piped());
+    finish(cmd, args).await
+}
+
+/// Runs `cmd` (`pipegate ARGS…`, its stdout set up) to completion, capturing stderr.
+async fn finish(mut cmd: Command, args: &[&str]) -> (ExitStatus, String, String) {
+    cmd.stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn().expect("spawn pipegate");
     let out = match tokio::time::timeout(RUN, child.wait_with_output()).await {
         Ok(out) => out.expect("wait for pipegate"),
@@ -341,6 +345,27 @@ async fn request_sends_method_headers_and_body() {
         err.contains("no pipegate instance named \"nobody\" is running"),
         "{err}"
     );
+}
+
+/// `pipegate status | head -1` and the like: output to a reader that is gone is neither
+/// a panic nor an error, and the exit code is what it would have been.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_to_a_reader_that_left_is_not_an_error() {
+    let env = TestEnv::new();
+    let listen = format!("unix://{}", env.sock("alive.sock").display());
+    let (_alive, _) = env.serve(&["--name", "alive", "--listen", &listen]).await;
+    for args in [&["status"][..], &["status", "--json"], &["doctor"]] {
+        let (expected, out, _) = run(&env, args).await;
+        assert!(!out.is_empty(), "{args:?} printed nothing to compare with");
+        // A socket whose peer is closed: every write fails with EPIPE.
+        let (stdout, reader) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        drop(reader);
+        let mut cmd = env.pipegate(args);
+        cmd.stdout(std::os::fd::OwnedFd::from(stdout));
+        let (status, _, err) = finish(cmd, args).await;
+        assert_eq!(status.code(), expected.code(), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} complained: {err}");
+    }
 }
 
 /// `status`, `status --json` and `status --prune` over a running instance, a stale
