@@ -82,3 +82,47 @@ pub use stream::{PeerInfo, Stream, Tunnel};
 pub fn current_user_id() -> std::io::Result<String> {
     sys::current_user_id()
 }
+
+/// The limit on open files (file descriptors) of this process before and after
+/// [`raise_open_files_limit`]; `None` where there is no such limit (Windows) or it is
+/// unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFilesLimit {
+    /// The soft limit the process had.
+    pub before: Option<u64>,
+    /// The soft limit it has now.
+    pub after: Option<u64>,
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as a server that
+/// holds many connections needs (each proxied connection takes two descriptors, and
+/// many systems start programs with a soft limit of 1024). Windows has no such limit:
+/// nothing changes there.
+///
+/// Programs started afterwards should get the old limit back (some misbehave with a
+/// large one): call [`restore_open_files_limit`] in the child before `exec`.
+///
+/// ```
+/// let limit = pipegate_transport::raise_open_files_limit()?;
+/// assert!(limit.after >= limit.before || limit.after.is_none());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// The OS refused the new limit.
+pub fn raise_open_files_limit() -> std::io::Result<OpenFilesLimit> {
+    sys::raise_open_files_limit()
+}
+
+/// Puts back the open-files limit the process had before [`raise_open_files_limit`]
+/// (nothing if it was not raised). Meant for a child between fork and exec
+/// (`Command::pre_exec`): it only reads an atomic and makes two system calls, so it is
+/// async-signal-safe.
+///
+/// # Errors
+///
+/// The OS refused the limit.
+pub fn restore_open_files_limit() -> std::io::Result<()> {
+    sys::restore_open_files_limit()
+}

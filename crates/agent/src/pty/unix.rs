@@ -1,7 +1,7 @@
 //! Unix: pseudo-terminals with `pty-process`, termios and signals with `rustix`.
 //!
 //! The agent's `unsafe` code is here: `TIOCSIG`, which neither crate wraps, and the
-//! signal reset between fork and exec (`libc`'s `sigaction`: rustix has none for programs).
+//! reset between fork and exec (`libc`'s `sigaction`: rustix has none for programs).
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -69,9 +69,9 @@ fn spawn_pty(spec: Spec, size: TerminalSize) -> Result<Process, SpawnError> {
         .current_dir(&spec.cwd)
         // Only matters when the agent's runtime shuts down with the session running.
         .kill_on_drop(true);
-    // SAFETY: `default_signals` only makes async-signal-safe calls.
+    // SAFETY: `as_started` only makes async-signal-safe calls.
     #[allow(unsafe_code)]
-    let child = unsafe { child.pre_exec(default_signals) }
+    let child = unsafe { child.pre_exec(as_started) }
         .spawn(pts)
         .map_err(pty_error)?;
     let pid = child
@@ -106,10 +106,10 @@ fn spawn_pipes(spec: Spec) -> Result<Process, SpawnError> {
         // Its own process group, so signals reach it and its children but not the agent.
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: `default_signals` only makes async-signal-safe calls.
+    // SAFETY: `as_started` only makes async-signal-safe calls.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(default_signals)
+        cmd.pre_exec(as_started)
     };
     let mut child = cmd.spawn()?;
     let pid = child
@@ -337,15 +337,18 @@ impl Control {
     }
 }
 
-/// In the child, between fork and exec: every signal back to its default action.
+/// In the child, between fork and exec: the state a program started at a terminal
+/// has. Every signal at its default action, and the open-files limit pipegate started
+/// with (a server raises its own; see `pipegate_transport::raise_open_files_limit`).
 ///
 /// Handlers end at exec, but ignoring is inherited: `nohup pipegate serve` ignores SIGHUP,
 /// and `pipegate serve &` in a script ignores SIGINT and SIGQUIT. A session's program
 /// that inherited that could not be interrupted from its terminal, nor ended by the
-/// SIGHUP the agent sends first. A program started at a terminal starts with the
-/// defaults; so does a session's. (The signal mask is already cleared by std.)
+/// SIGHUP the agent sends first. (The signal mask is already cleared by std.)
 #[allow(unsafe_code)]
-fn default_signals() -> io::Result<()> {
+fn as_started() -> io::Result<()> {
+    // Best effort: lowering a soft limit is always allowed.
+    let _ = pipegate_transport::restore_open_files_limit();
     // SAFETY: `sigaction` is async-signal-safe (POSIX), and so is `sigemptyset` on a
     // local set; the struct is plain data, zeroed then filled in. Numbers that are not
     // signals, or cannot be changed (SIGKILL, SIGSTOP, the C library's own), fail with

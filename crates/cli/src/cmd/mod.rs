@@ -26,3 +26,40 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(args).await,
     }
 }
+
+/// Raises the open-files limit of a server (`serve`, `mux`) to the most it may have, and
+/// warns when that still leaves fewer descriptors than `connections` proxied
+/// connections take (two each, plus some for listeners, logs and the runtime).
+fn raise_open_files_limit(connections: Option<usize>) {
+    let limit = match pipegate_transport::raise_open_files_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-files limit");
+            return;
+        }
+    };
+    if limit.after != limit.before {
+        tracing::debug!(
+            before = limit.before,
+            after = limit.after,
+            "raised the open-files limit"
+        );
+    }
+    let (Some(after), Some(connections)) = (limit.after, connections) else {
+        return;
+    };
+    let needed = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(64);
+    if after < needed {
+        tracing::warn!(
+            open_files_limit = after,
+            max_connections = connections,
+            "the open-files limit allows only about {} connections, fewer than \
+             --max-connections; raise the hard limit (`ulimit -Hn`, `LimitNOFILE=` for a \
+             systemd service) or lower --max-connections",
+            after.saturating_sub(64) / 2
+        );
+    }
+}

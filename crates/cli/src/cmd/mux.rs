@@ -25,6 +25,7 @@ pub(crate) async fn run(args: MuxArgs) -> anyhow::Result<ExitCode> {
         ServerConfig::new(args.allow)
             .connect_options(ConnectOptions::new().timeout(args.connect_timeout)),
     );
+    super::raise_open_files_limit(None);
     let Some(endpoint) = args.listen else {
         return serve_stdio(server, &allow).await;
     };

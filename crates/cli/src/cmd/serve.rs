@@ -75,6 +75,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .http(http)
         .tcp_access(access.policy.clone())
         .upstream_token_file(args.upstream_token_file.clone());
+    super::raise_open_files_limit(Some(args.max_connections));
     // The single-instance guard decides before anything is bound, so a running instance's
     // socket is never touched; its lock is held until the record is written.
     let claim = instance::claim(&args.name, args.no_discovery, args.replace)

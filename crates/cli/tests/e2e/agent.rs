@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::process::{find_process, process_group};
-use crate::support::{dial, ignoring_signals, pipegate, serve, within, Proc, TestEnv, STARTUP};
+use crate::support::{after_shell, dial, pipegate, serve, within, Proc, TestEnv, STARTUP};
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`): status and body.
 async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -215,48 +215,63 @@ async fn serve_sigterm_ends_the_sessions_process_groups() {
     assert_eq!(exit.code(), Some(129), "{}", shell.dump());
 }
 
-/// The signals ignored by process `pid` (`SigIgn` of `/proc/PID/status`, bit N-1 for
-/// signal N).
+/// The value after `key` on its line of `text` (`/proc/PID/status` style).
+#[cfg(target_os = "linux")]
+fn field<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} line in {text:?}"))
+        .trim()
+}
+
+/// The signals ignored by process `pid` (`SigIgn`, bit N-1 for signal N).
 #[cfg(target_os = "linux")]
 fn ignored_signals(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    parse_sig_ign(&status)
+    u64::from_str_radix(field(&status, "SigIgn:"), 16).unwrap()
 }
 
+/// The soft and hard limits on open files of process `pid`.
 #[cfg(target_os = "linux")]
-fn parse_sig_ign(status: &str) -> u64 {
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .unwrap_or_else(|| panic!("no SigIgn line in {status:?}"));
-    u64::from_str_radix(line.trim(), 16).unwrap()
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let mut values = field(&limits, "Max open files")
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap());
+    (values.next().unwrap(), values.next().unwrap())
 }
 
 /// `pipegate serve` started the way `nohup pipegate serve` or `pipegate serve &` in a
-/// script starts it, ignoring SIGHUP, SIGINT and SIGQUIT: its sessions' programs still
-/// start with every signal at its default, on a terminal and on pipes, so Ctrl-C
-/// reaches them and the agent's SIGHUP ends them.
+/// script starts it (SIGHUP, SIGINT and SIGQUIT ignored), with a soft limit of 512 open
+/// files. It raises its own limit to the hard one (it holds two descriptors per
+/// connection), and its sessions' programs still start as at a terminal, on a PTY and
+/// on pipes: every signal at its default (so Ctrl-C reaches them and the agent's SIGHUP
+/// ends them) and the open-files limit it was started with.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_programs_do_not_inherit_ignored_signals() {
+async fn session_programs_start_as_they_would_at_a_terminal() {
     const HUP_INT_QUIT: u64 = 0b111;
     let env = TestEnv::new();
     let listen = format!("unix://{}", env.sock("agent.sock").display());
-    let cmd = ignoring_signals(
+    let cmd = after_shell(
+        "trap '' HUP INT QUIT; ulimit -S -n 512",
         &pipegate(&["serve", "--no-discovery", "--listen", &listen]),
-        "HUP INT QUIT",
     );
-    let serve = Proc::spawn("pipegate serve (signals ignored)", cmd, true);
+    let serve = Proc::spawn("pipegate serve (nohup, ulimit -S -n 512)", cmd, true);
     let endpoint = serve.wait_listening(STARTUP).await;
     // pipegate handles SIGINT itself (a handler replaces the ignoring); the other two
     // stay ignored in it, or this test would prove nothing.
     const HUP_QUIT: u64 = 0b101;
     assert_eq!(ignored_signals(serve.pid()) & HUP_QUIT, HUP_QUIT);
+    let (soft, hard) = open_files_limits(serve.pid());
+    assert!(hard > 512, "a hard limit of {hard} leaves nothing to raise");
+    assert_eq!(soft, hard, "serve did not raise its open-files limit");
 
     for tty in [true, false] {
         let out = env.path(&format!("status-{tty}"));
         let script = format!(
-            "cat /proc/self/status > {}.part && mv {0}.part {0}",
+            "{{ cat /proc/self/status; echo \"NoFile: $(ulimit -n)\"; }} > {}.part && \
+             mv {0}.part {0}",
             out.display()
         );
         create(
@@ -265,12 +280,18 @@ async fn session_programs_do_not_inherit_ignored_signals() {
         )
         .await;
         wait_until(STARTUP, "the session program's status", || out.exists()).await;
-        let ignored = parse_sig_ign(&std::fs::read_to_string(&out).unwrap());
+        let status = std::fs::read_to_string(&out).unwrap();
+        let ignored = u64::from_str_radix(field(&status, "SigIgn:"), 16).unwrap();
         assert_eq!(
             ignored & HUP_INT_QUIT,
             0,
             "tty {tty}: the program inherited ignored signals (SigIgn {ignored:#x})\n{}",
             serve.dump()
+        );
+        assert_eq!(
+            field(&status, "NoFile:"),
+            "512",
+            "tty {tty}: the program did not get the open-files limit serve started with"
         );
     }
 }

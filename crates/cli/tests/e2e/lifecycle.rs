@@ -7,8 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::http1::{metric, metrics};
 use crate::support::{
-    dial, echo_bytes, ignoring_signals, payload, pipegate, run, serve, tcp_upstream, within,
-    Behavior, Proc, TestEnv, Upstream, STARTUP,
+    after_shell, dial, echo_bytes, payload, pipegate, run, serve, tcp_upstream, within, Behavior,
+    Proc, TestEnv, Upstream, STARTUP,
 };
 
 async fn ping(endpoint: &str, seed: u64) {
@@ -141,7 +141,7 @@ async fn sighup_ignored_at_start_stays_ignored() {
     let raw = Raw::new().await;
     let mut args = vec!["serve"];
     args.extend(raw.args(&[]));
-    let cmd = ignoring_signals(&pipegate(&args), "HUP");
+    let cmd = after_shell("trap '' HUP", &pipegate(&args));
     let mut serve = Proc::spawn("pipegate serve (under nohup)", cmd, true);
     let endpoint = serve.wait_listening(STARTUP).await;
     serve.signal("HUP");
@@ -156,6 +156,24 @@ async fn sighup_ignored_at_start_stays_ignored() {
     serve.signal("TERM");
     let status = serve.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0), "exit status\n{}", serve.dump());
+}
+
+/// A hard limit on open files below what `--max-connections` needs is said at start-up,
+/// with the number of connections it does allow ((256 - 64) / 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_files_limit_is_reported() {
+    let raw = Raw::new().await;
+    let mut args = vec!["serve"];
+    args.extend(raw.args(&["--max-connections", "1000"]));
+    let cmd = after_shell("ulimit -n 256", &pipegate(&args));
+    let serve = Proc::spawn("pipegate serve (ulimit -n 256)", cmd, true);
+    let endpoint = serve.wait_listening(STARTUP).await;
+    ping(&endpoint, 9).await;
+    let log = serve.dump();
+    assert!(
+        log.contains("the open-files limit allows only about 96 connections"),
+        "{log}"
+    );
 }
 
 /// A connection that stays open past the grace period is cut, and the process still

@@ -17,8 +17,8 @@ mod windows;
 
 use crate::support::process::{alive, raise_fd_limit, wait_dead};
 use crate::support::{
-    dial, echo_digest, payload, pipegate, sha256, unix_upstream, within, Behavior, Proc, TestEnv,
-    LISTENING, PIPEGATE,
+    after_shell, dial, echo_digest, payload, pipegate, sha256, unix_upstream, within, Behavior,
+    Proc, TestEnv, LISTENING, PIPEGATE, STARTUP,
 };
 
 /// Concurrent streams and bytes each carries both ways in the big test.
@@ -29,26 +29,42 @@ const BIG_LIMIT: Duration = Duration::from_secs(300);
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A wrapper around `pipegate mux --allow …` that appends its pid to a file when it
-/// starts, then execs the real thing (same pid).
+/// starts, and its open-files limit to another, then execs the real thing (same pid).
 struct Helper {
     script: PathBuf,
     starts: PathBuf,
+    limits: PathBuf,
 }
 
 impl Helper {
     fn new(env: &TestEnv, allow: &[&str]) -> Helper {
         let script = env.path("helper.sh");
         let starts = env.path("helper.starts");
+        let limits = env.path("helper.limits");
         let mut body = format!(
-            "#!/bin/sh\necho \"$$\" >> '{}'\nexec '{PIPEGATE}' mux",
-            starts.display()
+            "#!/bin/sh\necho \"$$\" >> '{}'\nulimit -n >> '{}'\nexec '{PIPEGATE}' mux",
+            starts.display(),
+            limits.display()
         );
         for endpoint in allow {
             body.push_str(&format!(" --allow '{endpoint}'"));
         }
         body.push('\n');
         std::fs::write(&script, body).expect("write the helper script");
-        Helper { script, starts }
+        Helper {
+            script,
+            starts,
+            limits,
+        }
+    }
+
+    /// The open-files limit (`ulimit -n`) of every helper started so far, in order.
+    fn open_files_limits(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.limits)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The `--via` value.
@@ -64,6 +80,20 @@ impl Helper {
             .map(|l| l.trim().parse().expect("a pid"))
             .collect()
     }
+}
+
+/// `serve`'s arguments for a raw bridge from `listen` to `upstream` through `via`.
+fn raw_via<'a>(listen: &'a str, upstream: &'a str, via: &'a str) -> [&'a str; 8] {
+    [
+        "--mode",
+        "raw",
+        "--listen",
+        listen,
+        "--upstream",
+        upstream,
+        "--via",
+        via,
+    ]
 }
 
 /// A field of a JSON log event: on the event itself, or on its span.
@@ -191,6 +221,23 @@ async fn drain(stream: &mut Box<dyn crate::support::Io>) -> std::io::Result<usiz
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_gets_the_open_files_limit_serve_was_started_with() {
+    let env = TestEnv::new();
+    let upstream = unix_upstream(&env.sock("echo.sock"), Behavior::Echo);
+    let helper = Helper::new(&env, &[&upstream.endpoint]);
+    let listen = format!("unix://{}", env.sock("in.sock").display());
+    let via = helper.via();
+    // serve raises its own limit (tests/e2e/agent.rs checks that); its helper must not
+    // inherit the raise.
+    let mut args = vec!["serve"];
+    args.extend(raw_via(&listen, &upstream.endpoint, &via));
+    let cmd = after_shell("ulimit -S -n 512", &env.pipegate(&args));
+    let serve = Proc::spawn("pipegate serve (ulimit -S -n 512)", cmd, true);
+    serve.wait_listening(STARTUP).await;
+    assert_eq!(helper.open_files_limits(), ["512"], "{}", serve.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_the_helper_does_not_allow_is_refused_with_the_flag_to_add() {
     let env = TestEnv::new();
     let allowed = unix_upstream(&env.sock("echo.sock"), Behavior::Echo);
@@ -264,18 +311,8 @@ async fn killing_the_helper_fails_its_streams_and_the_next_connection_restarts_i
     let upstream = unix_upstream(&env.sock("echo.sock"), Behavior::Echo);
     let helper = Helper::new(&env, &[&upstream.endpoint]);
     let listen = format!("unix://{}", env.sock("in.sock").display());
-    let (mut serve, endpoint) = env
-        .serve(&[
-            "--mode",
-            "raw",
-            "--listen",
-            &listen,
-            "--upstream",
-            &upstream.endpoint,
-            "--via",
-            &helper.via(),
-        ])
-        .await;
+    let via = helper.via();
+    let (mut serve, endpoint) = env.serve(&raw_via(&listen, &upstream.endpoint, &via)).await;
 
     // Streams in flight: half of their data sent and echoed, the rest still to come.
     let mut clients = Vec::new();

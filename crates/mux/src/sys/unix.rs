@@ -6,9 +6,19 @@ use std::io;
 
 use rustix::process::{kill_process_group, Pid, Signal};
 
-/// Puts the helper in a new process group (its pid is the group id).
+/// Puts the helper in a new process group (its pid is the group id), with the
+/// open-files limit pipegate started with (a server raises its own).
+#[allow(unsafe_code)]
 pub(crate) fn configure(cmd: &mut tokio::process::Command) {
     cmd.process_group(0);
+    // SAFETY: `restore_open_files_limit` is async-signal-safe (an atomic load and two
+    // system calls). Best effort: lowering a soft limit is always allowed.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = pipegate_transport::restore_open_files_limit();
+            Ok(())
+        })
+    };
 }
 
 /// The helper's process group.

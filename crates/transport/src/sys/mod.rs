@@ -2,7 +2,8 @@
 //! uses `cfg(unix)` or `cfg(windows)`.
 //!
 //! Each `imp` provides the same items: `LocalStream`, `LocalListener` (`bind`, `accept`),
-//! `connect_local`, `LOCAL_HALF_CLOSE`, `owner_note` and `current_user_id`.
+//! `connect_local`, `LOCAL_HALF_CLOSE`, `owner_note`, `current_user_id`,
+//! `raise_open_files_limit` and `restore_open_files_limit`.
 
 #[cfg(unix)]
 #[path = "unix.rs"]

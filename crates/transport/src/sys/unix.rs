@@ -5,13 +5,15 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::error::{connect_error, unsupported, Error, ErrorKind, Result};
 use crate::listener::{bind_error, ListenOptions};
-use crate::{ConnectOptions, Endpoint};
+use crate::{ConnectOptions, Endpoint, OpenFilesLimit};
 
 /// On Unix the local transport is a Unix domain socket.
 pub(crate) type LocalStream = UnixStream;
@@ -322,6 +324,65 @@ pub(crate) fn owner_note(endpoint: &Endpoint) -> String {
             None => String::new(),
         },
     }
+}
+
+/// The soft open-files limit the process started with, once `raise_open_files_limit`
+/// changed it; [`NOT_RAISED`] before.
+static STARTED_WITH: AtomicU64 = AtomicU64::new(NOT_RAISED);
+const NOT_RAISED: u64 = u64::MAX;
+
+/// What the soft limit goes up to when the hard limit is unlimited (macOS), and the
+/// fallback where the system refuses the hard limit itself (macOS's `OPEN_MAX`).
+const UNLIMITED_TARGET: u64 = 1 << 20;
+const OPEN_MAX: u64 = 10_240;
+
+pub(crate) fn raise_open_files_limit() -> io::Result<OpenFilesLimit> {
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else {
+        return Ok(OpenFilesLimit {
+            before: None,
+            after: None,
+        });
+    };
+    let target = limit.maximum.unwrap_or(UNLIMITED_TARGET);
+    let mut after = current;
+    for candidate in [target, target.min(OPEN_MAX)] {
+        if candidate <= current {
+            break;
+        }
+        let new = Rlimit {
+            current: Some(candidate),
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, new) {
+            Ok(()) => {
+                after = candidate;
+                break;
+            }
+            Err(rustix::io::Errno::INVAL) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if after != current {
+        STARTED_WITH.store(current, Ordering::Relaxed);
+    }
+    Ok(OpenFilesLimit {
+        before: Some(current),
+        after: Some(after),
+    })
+}
+
+pub(crate) fn restore_open_files_limit() -> io::Result<()> {
+    let started_with = STARTED_WITH.load(Ordering::Relaxed);
+    if started_with == NOT_RAISED {
+        return Ok(());
+    }
+    let limit = getrlimit(Resource::Nofile);
+    let old = Rlimit {
+        current: Some(started_with),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, old).map_err(io::Error::from)
 }
 
 /// The identity peers are checked against: the effective uid, in decimal.

@@ -453,6 +453,19 @@ pub(crate) fn owner_note(endpoint: &Endpoint) -> String {
     }
 }
 
+/// Windows has no per-process limit on open handles to raise.
+pub(crate) fn raise_open_files_limit() -> io::Result<crate::OpenFilesLimit> {
+    Ok(crate::OpenFilesLimit {
+        before: None,
+        after: None,
+    })
+}
+
+/// Nothing to put back (see [`raise_open_files_limit`]).
+pub(crate) fn restore_open_files_limit() -> io::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

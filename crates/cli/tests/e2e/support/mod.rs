@@ -343,14 +343,14 @@ pub(crate) fn pipegate(args: &[&str]) -> Command {
     cmd
 }
 
-/// `cmd` run through `sh` with `signals` (as `trap` names them) ignored, the way `nohup`
-/// (HUP) or `&` in a script (INT QUIT) starts a program: exec keeps them ignored.
-pub(crate) fn ignoring_signals(cmd: &Command, signals: &str) -> Command {
+/// `cmd` run through `sh` after `setup` (shell commands whose effect exec keeps, such
+/// as `trap '' HUP`, the way `nohup` starts a program, or `ulimit -S -n 512`).
+pub(crate) fn after_shell(setup: &str, cmd: &Command) -> Command {
     let inner = cmd.as_std();
     let mut outer = Command::new("sh");
     outer
         .arg("-c")
-        .arg(format!("trap '' {signals}; exec \"$0\" \"$@\""))
+        .arg(format!("{setup}; exec \"$0\" \"$@\""))
         .arg(inner.get_program())
         .args(inner.get_args())
         .stdin(Stdio::null());
