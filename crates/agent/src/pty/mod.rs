@@ -14,8 +14,8 @@
 //! * Unix: a TTY session's program is a session leader with the pseudo-terminal as its
 //!   controlling terminal (`setsid` + `TIOCSCTTY`); resize is `TIOCSWINSZ`; signals go
 //!   to the terminal's foreground process group (`TIOCSIG` for SIGINT, SIGQUIT and
-//!   SIGTSTP on Linux, `kill(-tcgetpgrp)` otherwise). Without a TTY the program gets
-//!   its own process group and pipes.
+//!   SIGTSTP on Linux, `kill(-tcgetpgrp)` otherwise). Without a TTY the program leads
+//!   a session of its own with no controlling terminal (`setsid`), on pipes.
 //! * Windows: TTY sessions are not supported yet (they need ConPTY); sessions without a
 //!   TTY use pipes, and only SIGTERM and SIGKILL (which terminate the process) can be
 //!   delivered.

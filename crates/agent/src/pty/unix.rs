@@ -103,13 +103,19 @@ fn spawn_pipes(spec: Spec) -> Result<Process, SpawnError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own process group, so signals reach it and its children but not the agent.
-        .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: `as_started` only makes async-signal-safe calls.
+    // A session of its own (so a process group of its own too: signals reach it and its
+    // children but not the agent), without a controlling terminal: the terminal the
+    // agent may run in is not the session's, and a program that opens /dev/tty (a
+    // password prompt) must fail as it does under `ssh` without `-t`, not ask there.
+    // SAFETY: `setsid` is a plain system call, and `as_started` only makes
+    // async-signal-safe calls.
     #[allow(unsafe_code)]
     unsafe {
-        cmd.pre_exec(as_started)
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            as_started()
+        })
     };
     let mut child = cmd.spawn()?;
     let pid = child
@@ -298,9 +304,8 @@ impl Control {
                 }
             }
         }
-        // A TTY program is a session leader (sid = its pid); a pipes one a group leader.
-        let tty = self.master.is_some();
-        groups.extend(session_groups(self.pid.as_raw_pid(), tty));
+        // The program leads a session of its own (sid = its pid), on a terminal or not.
+        groups.extend(session_groups(self.pid.as_raw_pid()));
         Groups(groups)
     }
 
@@ -392,9 +397,9 @@ fn tiocsig(_fd: &OwnedFd, _signal: OsSignal) -> io::Result<()> {
 }
 
 /// The process groups of the session's processes, from `/proc/*/stat` (Linux only;
-/// elsewhere empty): every process in session `leader` (`tty`: the program is a session
-/// leader) or in group `leader`, and every descendant of `leader` wherever it went.
-fn session_groups(leader: i32, tty: bool) -> Vec<i32> {
+/// elsewhere empty): every process in session `leader` (the program leads one) or in
+/// group `leader`, and every descendant of `leader` wherever it went.
+fn session_groups(leader: i32) -> Vec<i32> {
     if !cfg!(any(target_os = "linux", target_os = "android")) {
         return Vec::new();
     }
@@ -444,7 +449,7 @@ fn session_groups(leader: i32, tty: bool) -> Vec<i32> {
     procs
         .iter()
         .filter(|&&(pid, _, pgrp, session)| {
-            members.contains(&pid) || pgrp == leader || (tty && session == leader)
+            members.contains(&pid) || pgrp == leader || session == leader
         })
         .map(|&(_, _, pgrp, _)| pgrp)
         .collect()

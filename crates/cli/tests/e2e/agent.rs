@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::process::{find_process, process_group};
-use crate::support::{after_shell, dial, pipegate, serve, within, Proc, TestEnv, STARTUP};
+use crate::support::{
+    after_shell, dial, in_a_terminal, pipegate, serve, within, Proc, TestEnv, PIPEGATE, STARTUP,
+};
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`): status and body.
 async fn http(endpoint: &str, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -294,4 +296,66 @@ async fn session_programs_start_as_they_would_at_a_terminal() {
             "tty {tty}: the program did not get the open-files limit serve started with"
         );
     }
+}
+
+/// Fields 6 and 7 of `/proc/PID/stat` text: session id and controlling terminal (0:
+/// none).
+#[cfg(target_os = "linux")]
+fn session_and_tty(stat: &str) -> (u32, u64) {
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap_or_else(|| panic!("not a stat line: {stat:?}"))
+        .1
+        .split_whitespace()
+        .collect();
+    (fields[3].parse().unwrap(), fields[4].parse().unwrap())
+}
+
+/// `pipegate serve` run in a terminal: a session without a TTY does not share that
+/// terminal. Its program leads a session of its own with no controlling terminal, so a
+/// program that opens /dev/tty (a password prompt) fails, as under `ssh` without `-t`,
+/// instead of asking on the terminal serve runs in.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_a_tty_does_not_get_the_terminal_serve_runs_in() {
+    let env = TestEnv::new();
+    let sock = env.sock("agent.sock");
+    let listen = format!("unix://{}", sock.display());
+    let argv = [PIPEGATE, "serve", "--no-discovery", "--listen", &listen];
+    let serve = Proc::spawn(
+        "pipegate serve (in a terminal)",
+        in_a_terminal(&pipegate(&argv[1..])),
+        true,
+    );
+    wait_until(STARTUP, "serve's socket", || sock.exists()).await;
+    let pid = find_process(&argv).unwrap_or_else(|| panic!("no serve\n{}", serve.dump()));
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert_ne!(
+        session_and_tty(&own).1,
+        0,
+        "serve has no terminal: this proves nothing"
+    );
+
+    let out = env.path("stat");
+    let script = format!(
+        "cat /proc/self/stat > {0}.part; \
+         if (exec </dev/tty) 2>/dev/null; then echo opened >> {0}.part; fi; \
+         mv {0}.part {0}",
+        out.display()
+    );
+    let endpoint = format!("unix://{}", sock.display());
+    let body = serde_json::json!({"argv": ["sh", "-c", script], "tty": false});
+    let (status, answer) = http(&endpoint, "POST", "/v1/sessions", &body.to_string()).await;
+    assert_eq!(status, 201, "{answer}");
+    let created: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    wait_until(STARTUP, "the session program's report", || out.exists()).await;
+    let report = std::fs::read_to_string(&out).unwrap();
+    let (session, tty) = session_and_tty(report.lines().next().unwrap());
+    assert_eq!(
+        u64::from(session),
+        created["pid"].as_u64().unwrap(),
+        "not a session of its own: {report}"
+    );
+    assert_eq!(tty, 0, "the program has a controlling terminal: {report}");
+    assert!(!report.contains("opened"), "/dev/tty opened: {report}");
 }

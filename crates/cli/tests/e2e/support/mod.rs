@@ -352,8 +352,29 @@ pub(crate) fn after_shell(setup: &str, cmd: &Command) -> Command {
         .arg("-c")
         .arg(format!("{setup}; exec \"$0\" \"$@\""))
         .arg(inner.get_program())
-        .args(inner.get_args())
-        .stdin(Stdio::null());
+        .args(inner.get_args());
+    with_environment_of(outer, inner)
+}
+
+/// `cmd` run on a new pseudo-terminal that is its controlling terminal, as in a terminal
+/// window: `script -qec CMD /dev/null` (util-linux). Its stdout and stderr both come out
+/// of `script`'s stdout. Arguments must not contain `'`.
+pub(crate) fn in_a_terminal(cmd: &Command) -> Command {
+    let inner = cmd.as_std();
+    let mut line = String::from("exec");
+    for word in std::iter::once(inner.get_program()).chain(inner.get_args()) {
+        let word = word.to_str().expect("UTF-8 argument");
+        assert!(!word.contains('\''), "cannot quote {word:?}");
+        line.push_str(&format!(" '{word}'"));
+    }
+    let mut outer = Command::new("script");
+    outer.args(["-qec", &line, "/dev/null"]);
+    with_environment_of(outer, inner)
+}
+
+/// `outer` with the environment changes of `inner` and no stdin.
+fn with_environment_of(mut outer: Command, inner: &std::process::Command) -> Command {
+    outer.stdin(Stdio::null());
     for (key, value) in inner.get_envs() {
         match value {
             Some(value) => outer.env(key, value),
