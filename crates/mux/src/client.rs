@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipegate_transport::{connect, ConnectOptions, Dialer, Dialing, Endpoint, Stream, Tunnel};
+use pipegate_transport::{
+    connect, ConnectOptions, Dialer, Dialing, Endpoint, ProcessTree, Stream, Tunnel,
+};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
@@ -529,7 +531,7 @@ impl Connector {
             .with_source(e)
         })?;
         let pid = child.id().unwrap_or_default();
-        let tree = match sys::Tree::new(&child) {
+        let tree = match ProcessTree::new(&child) {
             Ok(tree) => Some(tree),
             Err(e) => {
                 tracing::warn!(
@@ -665,7 +667,7 @@ fn describe_exit(status: &std::io::Result<ExitStatus>) -> String {
 /// A helper process and its process tree (`None` if the platform would not track it).
 struct Helper {
     child: Child,
-    tree: Option<sys::Tree>,
+    tree: Option<ProcessTree>,
 }
 
 impl Helper {

@@ -83,6 +83,53 @@ pub fn current_user_id() -> std::io::Result<String> {
     sys::current_user_id()
 }
 
+/// The process tree of a child program, to end it whole: the child and whatever it
+/// started.
+///
+/// On Unix, the process group the child leads: start it in a group of its own
+/// (`Command::process_group(0)`, or `setsid`). On Windows, a Job object with
+/// `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE` the child joins when the tree is made (std cannot
+/// start a process inside a job, so a process the child starts in that first instant
+/// escapes); what it starts later joins too, and dropping the tree (or this process
+/// ending, however hard) kills them all.
+///
+/// ```no_run
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let mut cmd = tokio::process::Command::new("worker");
+/// // On Unix the tree is the child's process group: give it one of its own
+/// // (`cmd.process_group(0)`). On Windows it is a Job object.
+/// let child = cmd.spawn()?;
+/// let tree = pipegate_transport::ProcessTree::new(&child)?;
+/// tree.kill();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ProcessTree(sys::Tree);
+
+impl ProcessTree {
+    /// The tree of `child`, which must not have been waited for yet.
+    ///
+    /// # Errors
+    ///
+    /// Windows: the job cannot be made, or `child` cannot join it (it has exited, or it
+    /// runs in a job that forbids nested jobs: Windows 7 and older).
+    pub fn new(child: &tokio::process::Child) -> std::io::Result<ProcessTree> {
+        sys::Tree::new(child).map(ProcessTree)
+    }
+
+    /// Kills every process left in the tree.
+    pub fn kill(&self) {
+        self.0.kill();
+    }
+
+    /// Whether no process is left in the tree.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The limit on open files (file descriptors) of this process before and after
 /// [`raise_open_files_limit`]; `None` where there is no such limit (Windows) or it is
 /// unlimited.

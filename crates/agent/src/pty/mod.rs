@@ -17,8 +17,8 @@
 //!   SIGTSTP on Linux, `kill(-tcgetpgrp)` otherwise). Without a TTY the program leads
 //!   a session of its own with no controlling terminal (`setsid`), on pipes.
 //! * Windows: TTY sessions are not supported yet (they need ConPTY); sessions without a
-//!   TTY use pipes, and only SIGTERM and SIGKILL (which terminate the process) can be
-//!   delivered.
+//!   TTY use pipes, and only SIGTERM and SIGKILL (which end the program and what it
+//!   started: its Job object) can be delivered.
 
 #[cfg(unix)]
 #[path = "unix.rs"]

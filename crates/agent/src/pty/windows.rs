@@ -1,17 +1,25 @@
 //! Windows: sessions without a terminal, on pipes. Terminal sessions need ConPTY, which
 //! this build does not use yet: they are refused with a clear message (HTTP 501).
+//!
+//! The program gets a console of its own, without a window (it shares neither the
+//! console `serve` may run in, with its Ctrl-C, nor pops one up), and its process tree is
+//! a Job object: ending the session ends what the program started too.
 
 use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
+use pipegate_transport::ProcessTree;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::Notify;
 
 use super::{ControlError, Process, SpawnError, Spec};
 use crate::protocol::{ExitInfo, Signal, TerminalSize};
+
+/// `CREATE_NO_WINDOW` from `winbase.h`: a console of its own, without a window.
+const CREATE_NO_WINDOW: u32 = 0x0800_0000;
 
 /// Starts `spec` on pipes; terminal sessions are unsupported.
 pub(crate) fn spawn(spec: Spec) -> Result<Process, SpawnError> {
@@ -31,11 +39,24 @@ pub(crate) fn spawn(spec: Spec) -> Result<Process, SpawnError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .creation_flags(CREATE_NO_WINDOW)
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the child exited before its pid was read"))?;
+    let tree = match ProcessTree::new(&child) {
+        Ok(tree) => Some(tree),
+        Err(e) => {
+            tracing::warn!(
+                pid,
+                error = %e,
+                "cannot hold on to the session program's process tree: processes it starts \
+                 may outlive the session"
+            );
+            None
+        }
+    };
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -49,6 +70,7 @@ pub(crate) fn spawn(spec: Spec) -> Result<Process, SpawnError> {
         stdin: Stdin(Some(stdin)),
         control: Control {
             kill: Notify::new(),
+            tree,
         },
     })
 }
@@ -102,10 +124,13 @@ impl Stdin {
 /// Termination for one session (Windows has no signals to deliver).
 #[derive(Debug)]
 pub(crate) struct Control {
+    /// Asks [`wait`] to terminate the program (when there is no tree to kill).
     kill: Notify,
+    /// The program and what it started; `None` if the job could not be made.
+    tree: Option<ProcessTree>,
 }
 
-/// Windows sessions have no process groups; termination applies to the program.
+/// Windows sessions have no process groups; termination applies to the program's tree.
 #[derive(Debug, Default)]
 pub(crate) struct Groups;
 
@@ -127,11 +152,19 @@ impl Control {
     pub(crate) fn signal(&self, signal: Signal) -> Result<(), ControlError> {
         match signal {
             Signal::Term | Signal::Kill => {
-                self.kill.notify_one();
+                self.terminate();
                 Ok(())
             }
             other => Err(ControlError::Unsupported(other)),
         }
+    }
+
+    /// Ends the program and everything in its tree.
+    fn terminate(&self) {
+        if let Some(tree) = &self.tree {
+            tree.kill();
+        }
+        self.kill.notify_one();
     }
 
     /// The session's process groups (none on Windows).
@@ -139,16 +172,15 @@ impl Control {
         Groups
     }
 
-    /// Whether any of `groups` still has a process (never, on Windows: the program is
-    /// the session).
+    /// Whether the program's tree still has a process (what it started may outlive it).
     pub(crate) fn any_alive(&self, _groups: &Groups) -> bool {
-        false
+        self.tree.as_ref().is_some_and(|tree| !tree.is_empty())
     }
 
-    /// Terminates the program for SIGHUP, SIGTERM and SIGKILL.
+    /// Terminates the program and its tree for SIGHUP, SIGTERM and SIGKILL.
     pub(crate) fn signal_groups(&self, _groups: &Groups, signal: Signal) {
         if matches!(signal, Signal::Hup | Signal::Term | Signal::Kill) {
-            self.kill.notify_one();
+            self.terminate();
         }
     }
 

@@ -47,7 +47,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::leaks::{assert_none_failed, at_baseline, run_mix, Probe};
-use crate::support::process::{find_process, PyUpstream};
+use crate::support::process::{find_process, processes_with, PyUpstream};
 use crate::support::{payload, pipegate, sha256, tcp_upstream, within, Behavior, Proc, TestEnv};
 
 /// Concurrent Node.js clients and bytes each sends.
@@ -1535,20 +1535,24 @@ async fn windows_pipegate_under_wine_shell_in_a_console_and_without() {
 
     // Ctrl-C interrupts the remote sleep; pipegate shell carries on.
     let sleep_arg = format!("1000.{}", std::process::id());
+    let sleeping = |running: bool, what: &'static str| {
+        let (tmux, sleep_arg) = (&tmux, &sleep_arg);
+        async move {
+            let deadline = Instant::now() + WINE_STARTUP;
+            while find_process(&["sleep", sleep_arg]).is_some() != running {
+                assert!(Instant::now() < deadline, "{what}:\n{}", tmux.screen());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     tmux.type_line(&format!("sleep {sleep_arg}"));
-    let deadline = Instant::now() + WINE_STARTUP;
-    while find_process(&["sleep", &sleep_arg]).is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the remote sleep never started:\n{}",
-            tmux.screen()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sleeping(true, "the remote sleep never started").await;
     tmux.run(&["send-keys", "-t", "main", "C-c"]);
+    // Ctrl-C travels as a signal, typed keys as input: a line typed before the SIGINT
+    // lands would be flushed with the interrupted input. Type once the sleep is gone.
+    sleeping(false, "Ctrl-C did not end the remote sleep").await;
     tmux.type_line("echo after-$((1+1))");
     tmux.wait_for("after-2", WINE_STARTUP).await;
-    assert!(find_process(&["sleep", &sleep_arg]).is_none());
 
     tmux.type_line("exit 3");
     let exit = crate::shell::wait_file(&exit_file, WINE_STARTUP).await;
@@ -1557,4 +1561,115 @@ async fn windows_pipegate_under_wine_shell_in_a_console_and_without() {
     agent.signal("TERM");
     let status = agent.wait_exit(Duration::from_secs(20)).await;
     assert!(status.success(), "{}", agent.dump());
+}
+
+/// `pipegate.exe request -f -X METHOD [-d BODY] LISTEN PATH`, which must succeed (2xx);
+/// the answer's body as JSON (`Null` when empty).
+async fn agent_call(
+    tools: &WinTools,
+    listen: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let body = body.map(|b| b.to_string());
+    let mut args = vec!["request", "-f", "-X", method];
+    if let Some(body) = &body {
+        args.extend(["-H", "Content-Type: application/json", "-d", body]);
+    }
+    args.extend([listen, path]);
+    let ran = run_exe(tools, &args, &[]).await;
+    assert_eq!(ran.status.code(), Some(0), "{ran}");
+    match ran.stdout.trim() {
+        "" => Value::Null,
+        text => serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {ran}")),
+    }
+}
+
+/// `POST /v1/sessions` with `body` through `pipegate.exe request`; the new session's path.
+async fn create_session(tools: &WinTools, listen: &str, body: Value) -> String {
+    let created = agent_call(tools, listen, "POST", "/v1/sessions", Some(body)).await;
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {created}"));
+    format!("/v1/sessions/{id}")
+}
+
+/// The Windows agent runs sessions (on pipes: Windows has no TTY sessions yet): a
+/// program runs with the given arguments and working directory and its exit code is
+/// reported; a running one is ended by `DELETE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pipegate_under_wine_agent_runs_and_ends_sessions() {
+    let Some(tools) = tools() else { return };
+    let _serial = WINE_LOCK.lock().await;
+    let env = TestEnv::new();
+    let listen = format!("npipe://{}", unique_pipe_name("sessions"));
+    let mut agent = Proc::spawn(
+        "pipegate.exe serve, agent (Wine)",
+        agent_under_wine(&tools, &["--no-discovery", "--listen", &listen]),
+        true,
+    );
+    agent.wait_listening(WINE_STARTUP).await;
+
+    // cmd.exe writes a file in the session's working directory, then exits with 3.
+    let dir = env.path("work");
+    std::fs::create_dir_all(&dir).expect("work dir");
+    let path = create_session(
+        &tools,
+        &listen,
+        serde_json::json!({
+            "argv": ["cmd", "/c", "echo from-windows> out.txt& exit 3"],
+            "cwd": windows_path(&dir),
+            "tty": false,
+        }),
+    )
+    .await;
+    let mut info = Value::Null;
+    within(WINE_STARTUP, "the first session to exit", async {
+        loop {
+            info = agent_call(&tools, &listen, "GET", &path, None).await;
+            if info["state"] == "exited" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert_eq!(info["exit"]["code"], 3, "{info}\n{}", agent.dump());
+    let out = std::fs::read_to_string(dir.join("out.txt")).unwrap_or_default();
+    assert_eq!(out.trim(), "from-windows", "{info}");
+
+    // A program that would run for minutes, and the one it started, both ended by
+    // DELETE (a unique count finds them among Wine's processes).
+    let count = format!("{}", 2000 + std::process::id() % 1000);
+    let path = create_session(
+        &tools,
+        &listen,
+        serde_json::json!({
+            "argv": ["cmd", "/c", format!("ping -n {count} 127.0.0.1")],
+            "tty": false,
+        }),
+    )
+    .await;
+    let needle = format!("-n {count} 127.0.0.1");
+    within(WINE_STARTUP, "cmd.exe and the ping.exe it starts", async {
+        while processes_with(&needle).len() < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    agent_call(&tools, &listen, "DELETE", &path, None).await;
+    let ran = run_exe(&tools, &["request", "-f", &listen, &path], &[]).await;
+    assert_eq!(ran.status.code(), Some(22), "the session is gone: {ran}");
+    within(
+        Duration::from_secs(20),
+        "the session's processes to end",
+        async {
+            while !processes_with(&needle).is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        },
+    )
+    .await;
+    kill_proc(&mut agent).await;
 }

@@ -1,9 +1,8 @@
-//! Platform code for helper processes: how they are started and how their process tree
-//! is killed. Nothing else in the crate uses `cfg(unix)` or `cfg(windows)`, or `unsafe`.
+//! Platform code for helper processes: how they are started (their process tree is a
+//! `pipegate_transport::ProcessTree`). Nothing else in the crate uses `cfg(unix)` or
+//! `cfg(windows)`, or `unsafe`.
 //!
-//! Each `imp` provides `configure` (called on the helper's `Command` before spawning) and
-//! `Tree`: made right after spawning (`Tree::new`), it holds on to the helper's process
-//! tree; `Tree::kill` kills whatever is left of it.
+//! Each `imp` provides `configure`, called on the helper's `Command` before spawning.
 
 #[cfg(unix)]
 #[path = "unix.rs"]
@@ -13,4 +12,4 @@ mod imp;
 #[path = "windows.rs"]
 mod imp;
 
-pub(crate) use imp::{configure, Tree};
+pub(crate) use imp::configure;

@@ -14,3 +14,14 @@ mod imp;
 mod imp;
 
 pub(crate) use imp::*;
+
+// A child's process tree (`crate::ProcessTree`): `Tree` with `new`, `kill`, `is_empty`.
+#[cfg(unix)]
+#[path = "unix_tree.rs"]
+mod tree;
+
+#[cfg(windows)]
+#[path = "windows_tree.rs"]
+mod tree;
+
+pub(crate) use tree::Tree;

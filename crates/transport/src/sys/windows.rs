@@ -1,6 +1,6 @@
 //! Named pipes: a listener that keeps several instances waiting, each created with the
 //! same protected DACL; a client that opens with identification-only QoS and retries busy
-//! pipes until a deadline. The only `unsafe` in the workspace lives here.
+//! pipes until a deadline. The crate's `unsafe` lives here and in `windows_tree.rs`.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;

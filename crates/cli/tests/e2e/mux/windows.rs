@@ -23,6 +23,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
 use super::{alive, wait_dead};
+use crate::support::process::processes_with;
 use crate::support::{payload, sha256, within, Proc, TestEnv};
 use crate::windows::{tools, unique_pipe_name, windows_path, wine_run, WinTools};
 
@@ -238,31 +239,6 @@ async fn windows_pipegate_under_wine_mux_helper_carries_every_connection_to_a_na
         stats["requests"],
         started.elapsed()
     );
-}
-
-/// Processes whose command line contains `needle` (a Wine process shows its Windows
-/// command line), by pid.
-fn processes_with(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
-            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if line.contains(needle) {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
