@@ -17,8 +17,8 @@ mod windows;
 
 use crate::support::process::{alive, raise_fd_limit, wait_dead};
 use crate::support::{
-    after_shell, dial, echo_digest, payload, pipegate, sha256, unix_upstream, within, Behavior,
-    Proc, TestEnv, LISTENING, PIPEGATE, STARTUP,
+    after_shell, dial, echo_digest, in_a_terminal, payload, pipegate, sha256, unix_upstream,
+    within, Behavior, Proc, TestEnv, LISTENING, PIPEGATE, STARTUP,
 };
 
 /// Concurrent streams and bytes each carries both ways in the big test.
@@ -29,22 +29,25 @@ const BIG_LIMIT: Duration = Duration::from_secs(300);
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// A wrapper around `pipegate mux --allow …` that appends its pid to a file when it
-/// starts, and its open-files limit to another, then execs the real thing (same pid).
+/// starts, and to another what it started with (its open-files limit, and `tty` or
+/// `no-tty`: whether it could open /dev/tty), then execs the real thing (same pid).
 struct Helper {
     script: PathBuf,
     starts: PathBuf,
-    limits: PathBuf,
+    conditions: PathBuf,
 }
 
 impl Helper {
     fn new(env: &TestEnv, allow: &[&str]) -> Helper {
         let script = env.path("helper.sh");
         let starts = env.path("helper.starts");
-        let limits = env.path("helper.limits");
+        let conditions = env.path("helper.conditions");
         let mut body = format!(
-            "#!/bin/sh\necho \"$$\" >> '{}'\nulimit -n >> '{}'\nexec '{PIPEGATE}' mux",
+            "#!/bin/sh\necho \"$$\" >> '{}'\n\
+             tty=no-tty; if (exec </dev/tty) 2>/dev/null; then tty=tty; fi\n\
+             echo \"$(ulimit -n) $tty\" >> '{}'\nexec '{PIPEGATE}' mux",
             starts.display(),
-            limits.display()
+            conditions.display()
         );
         for endpoint in allow {
             body.push_str(&format!(" --allow '{endpoint}'"));
@@ -54,13 +57,13 @@ impl Helper {
         Helper {
             script,
             starts,
-            limits,
+            conditions,
         }
     }
 
-    /// The open-files limit (`ulimit -n`) of every helper started so far, in order.
-    fn open_files_limits(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.limits)
+    /// What every helper started so far started with (`LIMIT tty|no-tty`), in order.
+    fn conditions(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.conditions)
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
@@ -234,7 +237,39 @@ async fn the_helper_gets_the_open_files_limit_serve_was_started_with() {
     let cmd = after_shell("ulimit -S -n 512", &env.pipegate(&args));
     let serve = Proc::spawn("pipegate serve (ulimit -S -n 512)", cmd, true);
     serve.wait_listening(STARTUP).await;
-    assert_eq!(helper.open_files_limits(), ["512"], "{}", serve.dump());
+    assert_eq!(helper.conditions(), ["512 no-tty"], "{}", serve.dump());
+}
+
+/// `serve` run in a terminal: its helper does not get that terminal (a helper asking
+/// for a password there would be stopped as a background process group).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_does_not_get_the_terminal_serve_runs_in() {
+    let env = TestEnv::new();
+    let upstream = unix_upstream(&env.sock("echo.sock"), Behavior::Echo);
+    let helper = Helper::new(&env, &[&upstream.endpoint]);
+    let sock = env.sock("in.sock");
+    let listen = format!("unix://{}", sock.display());
+    let via = helper.via();
+    let mut args = vec!["serve"];
+    args.extend(raw_via(&listen, &upstream.endpoint, &via));
+    let serve = Proc::spawn(
+        "pipegate serve (in a terminal)",
+        in_a_terminal(&env.pipegate(&args)),
+        true,
+    );
+    within(STARTUP, "serve's socket", async {
+        while !sock.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let conditions = helper.conditions();
+    let limit = conditions.first().map(String::as_str).unwrap_or_default();
+    assert!(
+        limit.ends_with(" no-tty"),
+        "{conditions:?}\n{}",
+        serve.dump()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
