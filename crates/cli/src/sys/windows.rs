@@ -1,4 +1,4 @@
-//! Windows: Ctrl-C or Ctrl-Break end `serve`; the default endpoint is `npipe://NAME`; the
+//! Windows: Ctrl-C, Ctrl-Break or closing its console end `serve`; the default endpoint is `npipe://NAME`; the
 //! console for `pipegate shell`.
 // The console API is FFI; every call is commented with why it is sound.
 #![allow(unsafe_code)]
@@ -20,7 +20,10 @@ use windows_sys::Win32::System::Console::{
 
 use super::utf8::{LossyUtf8, Utf16ToUtf8};
 
-/// Completes on the first Ctrl-C or Ctrl-Break.
+/// Completes on the first Ctrl-C or Ctrl-Break, or when the console `serve` runs in is
+/// closed (the console's "close" event: Windows then gives the process about five
+/// seconds, tokio's handler holding it until it exits, so the pipes are released and the
+/// record removed first).
 pub(crate) async fn shutdown_signal() {
     let mut brk = match tokio::signal::windows::ctrl_break() {
         Ok(s) => s,
@@ -30,9 +33,18 @@ pub(crate) async fn shutdown_signal() {
             return;
         }
     };
+    let mut close = tokio::signal::windows::ctrl_close().ok();
     let name = tokio::select! {
         _ = tokio::signal::ctrl_c() => "Ctrl-C",
         _ = brk.recv() => "Ctrl-Break",
+        _ = async {
+            match close.as_mut() {
+                Some(close) => {
+                    close.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        } => "console closed",
     };
     tracing::info!(signal = name, "shutting down");
 }
