@@ -151,7 +151,7 @@ pub(crate) fn connect_error(endpoint: &Endpoint, err: io::Error) -> Error {
     match err.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::new(
             ErrorKind::NotFound,
-            format!("nothing is listening on {endpoint} — is `pipegate serve` running?"),
+            format!("nothing is listening on {endpoint}"),
         ),
         io::ErrorKind::PermissionDenied => Error::new(
             ErrorKind::PermissionDenied,

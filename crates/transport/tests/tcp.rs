@@ -117,7 +117,7 @@ async fn connect_to_closed_port_is_not_found() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert_eq!(
         err.to_string(),
-        format!("nothing is listening on tcp://127.0.0.1:{port} — is `pipegate serve` running?")
+        format!("nothing is listening on tcp://127.0.0.1:{port}")
     );
     assert_eq!(err.endpoint(), Some(&endpoint));
     assert!(

@@ -82,7 +82,7 @@ pub(crate) async fn assert_nothing_listens(endpoint: &Endpoint) {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert_eq!(
         err.to_string(),
-        format!("nothing is listening on {endpoint} — is `pipegate serve` running?")
+        format!("nothing is listening on {endpoint}")
     );
     assert_eq!(err.endpoint(), Some(endpoint));
     assert_eq!(err.into_io().kind(), std::io::ErrorKind::NotFound);
