@@ -257,16 +257,19 @@ async fn the_helper_does_not_get_the_terminal_serve_runs_in() {
         in_a_terminal(&env.pipegate(&args)),
         true,
     );
-    within(STARTUP, "serve's socket", async {
-        while !sock.exists() {
+    // serve starts the helper once it listens: wait for the helper's record.
+    let conditions = within(STARTUP, "the helper to start", async {
+        loop {
+            let conditions = helper.conditions();
+            if !conditions.is_empty() {
+                break conditions;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    let conditions = helper.conditions();
-    let limit = conditions.first().map(String::as_str).unwrap_or_default();
     assert!(
-        limit.ends_with(" no-tty"),
+        conditions[0].ends_with(" no-tty"),
         "{conditions:?}\n{}",
         serve.dump()
     );
