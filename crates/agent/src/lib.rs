@@ -33,6 +33,14 @@
 //! gone. [`Agent::shutdown`] ends every session the same way. The environment and `PATH`
 //! policy is on [`CreateSession`](protocol::CreateSession).
 //!
+//! The program starts as it would at a terminal, whatever state the agent runs in: on
+//! Unix it leads a session of its own (on pipes: with no controlling terminal, so it
+//! never reaches a terminal the agent runs in), with every signal at its default and the
+//! open-files limit the process started with
+//! ([`raise_open_files_limit`](pipegate_transport::raise_open_files_limit) raises the
+//! agent's own). On Windows it gets a console of its own and runs in a Job object with
+//! whatever it starts.
+//!
 //! # Examples
 //!
 //! ```
@@ -203,8 +211,9 @@ impl Agent {
     /// process groups, [`Limits::kill_grace`], then SIGKILL to the same groups and to
     /// any found since), concurrently, and refuses new sessions (`503`) from now on.
     /// Attached clients get their exit status; this waits a few seconds at most for
-    /// that. Call it before the runtime goes away: dropping a running session kills
-    /// only its program's process, not the jobs it started in other process groups.
+    /// that. Call it before the runtime goes away: on Unix, dropping a running session
+    /// kills only its program's process, not the jobs it started in other process groups
+    /// (on Windows, dropping it closes its Job object, which ends them all).
     pub async fn shutdown(&self) {
         self.inner.sessions.shutdown().await;
     }
