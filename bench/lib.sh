@@ -22,10 +22,10 @@ start_watchdog() {  # name, seconds
     PIDS+=($!)
 }
 
-# Waits (10 s at most) for a line matching $2 in file $1; on time-out prints the file
-# and dies naming $3.
-wait_for_line() {  # file, pattern, what
-    for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+# Waits ($4 seconds at most, default 10) for a line matching $2 in file $1; on time-out
+# prints the file and dies naming $3.
+wait_for_line() {  # file, pattern, what, [seconds]
+    for _ in $(seq $((${4:-10} * 20))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
     cat "$1" >&2 || true
     die "timed out waiting for $3"
 }

