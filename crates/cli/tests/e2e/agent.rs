@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::process::{find_process, process_group};
+use crate::support::process::{find_process, line_value, process_group, stat_fields};
 use crate::support::{
     after_shell, dial, in_a_terminal, pipegate, serve, within, Proc, TestEnv, PIPEGATE, STARTUP,
 };
@@ -217,13 +217,10 @@ async fn serve_sigterm_ends_the_sessions_process_groups() {
     assert_eq!(exit.code(), Some(129), "{}", shell.dump());
 }
 
-/// The value after `key` on its line of `text` (`/proc/PID/status` style).
+/// The value after `key` on its line of `text`; the test fails without one.
 #[cfg(target_os = "linux")]
 fn field<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} line in {text:?}"))
-        .trim()
+    line_value(text, key).unwrap_or_else(|| panic!("no {key} line in {text:?}"))
 }
 
 /// The signals ignored by process `pid` (`SigIgn`, bit N-1 for signal N).
@@ -302,12 +299,7 @@ async fn session_programs_start_as_they_would_at_a_terminal() {
 /// none).
 #[cfg(target_os = "linux")]
 fn session_and_tty(stat: &str) -> (u32, u64) {
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap_or_else(|| panic!("not a stat line: {stat:?}"))
-        .1
-        .split_whitespace()
-        .collect();
+    let (_, fields) = stat_fields(stat).unwrap_or_else(|| panic!("not a stat line: {stat:?}"));
     (fields[3].parse().unwrap(), fields[4].parse().unwrap())
 }
 

@@ -112,18 +112,34 @@ pub(crate) async fn wait_dead(pid: u32, what: &str) {
     }
 }
 
+/// The pid of every process, from /proc.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// The fields of a `/proc/PID/stat` line after the command name (`state ppid pgrp
+/// session tty_nr …`), and the command name.
+pub(crate) fn stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(')')?;
+    Some((comm, rest.split_whitespace().collect()))
+}
+
 /// A child of `parent` whose command name is `name`, from /proc.
 pub(crate) fn child_named(parent: u32, name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
-            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
-            (ppid == parent && comm == name).then_some(pid)
-        })
+    pids().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let (comm, fields) = stat_fields(&stat)?;
+                let ppid: u32 = fields.get(1)?.parse().ok()?;
+                Some(ppid == parent && comm == name)
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// The pid of the live (not zombie) process whose argv is exactly `argv`, from /proc.
@@ -132,26 +148,14 @@ pub(crate) fn find_process(argv: &[&str]) -> Option<u32> {
         .iter()
         .flat_map(|a| [a.as_bytes(), b"\0"].concat())
         .collect();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            // A zombie's cmdline is empty.
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            (cmdline == want).then_some(pid)
-        })
+    // A zombie's cmdline is empty.
+    pids().find(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
 }
 
 /// Field 5 of /proc/PID/stat: the process group.
 pub(crate) fn process_group(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(2)?
-        .parse()
-        .ok()
+    stat_fields(&stat)?.1.get(2)?.parse().ok()
 }
 
 /// How many descriptors `pid` has open.
@@ -161,16 +165,20 @@ pub(crate) fn open_fds(pid: u32) -> usize {
         .count()
 }
 
+/// The value on the line of `text` that starts with `key` (`/proc/PID/status` and
+/// `/proc/PID/limits` style: `key`, an optional colon, the value), trimmed.
+pub(crate) fn line_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key))
+        .map(|value| value.strip_prefix(':').unwrap_or(value).trim())
+}
+
 /// A `/proc/PID/status` field's number (`VmRSS` in KiB, `Threads`).
 pub(crate) fn status_field(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|line| {
-            let value = line.strip_prefix(field)?.strip_prefix(':')?;
-            value.split_whitespace().next()?.parse().ok()
-        })
+    line_value(&status, &format!("{field}:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
@@ -190,24 +198,13 @@ pub(crate) fn raise_fd_limit(want: u64) -> u64 {
 /// Processes whose command line contains `needle` (a Wine process shows its Windows
 /// command line), by pid.
 pub(crate) fn processes_with(needle: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
-            let line = String::from_utf8_lossy(&raw).replace('\0', " ");
-            if line.contains(needle) {
-                found.push(pid);
-            }
-        }
-    }
-    found
+    pids()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+                String::from_utf8_lossy(&raw)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .collect()
 }
