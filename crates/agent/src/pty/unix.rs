@@ -397,8 +397,8 @@ fn tiocsig(_fd: &OwnedFd, _signal: OsSignal) -> io::Result<()> {
 }
 
 /// The process groups of the session's processes, from `/proc/*/stat` (Linux only;
-/// elsewhere empty): every process in session `leader` (the program leads one) or in
-/// group `leader`, and every descendant of `leader` wherever it went.
+/// elsewhere empty): every process in session `leader` (the program leads one, so its
+/// own group is in it too), and every descendant of `leader` wherever it went.
 fn session_groups(leader: i32) -> Vec<i32> {
     if !cfg!(any(target_os = "linux", target_os = "android")) {
         return Vec::new();
@@ -448,9 +448,7 @@ fn session_groups(leader: i32) -> Vec<i32> {
     }
     procs
         .iter()
-        .filter(|&&(pid, _, pgrp, session)| {
-            members.contains(&pid) || pgrp == leader || session == leader
-        })
+        .filter(|&&(pid, _, _, session)| members.contains(&pid) || session == leader)
         .map(|&(_, _, pgrp, _)| pgrp)
         .collect()
 }
